@@ -1,0 +1,237 @@
+"""``ldct-denoise``: denoise, simulate low dose, make a phantom, report the setup, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import LDCTError, OutputError
+from .inference import COMPILE_MODES, PRECISIONS, EngineOptions, VolumeDenoiser
+from .io import Volume, read_volume, write_volume
+from .simulation import ProjectionNoise, make_phantom, simulate_low_dose
+from .weights import find_model, model_search_paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        summary = args.run(args)
+    except (LDCTError, OSError) as error:
+        print(f"ldct-denoise: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ldct-denoise: cancelled; nothing was written", file=sys.stderr)
+        return 130
+    _report(summary, args.json)
+    return 0
+
+
+def denoise_command(args: argparse.Namespace) -> dict:
+    _check_output(args.output, args.input, args.overwrite)
+    model = find_model(args.weights)
+    volume = read_volume(args.input, args.series)
+    denoiser = VolumeDenoiser(model, _engine_options(args))
+    denoised = _with_progress(denoiser, volume, "denoising", args.quiet)
+    result = volume.with_array(denoised)
+    written = write_volume(result, args.output)
+    return {
+        "command": "denoise", "input": str(args.input), "output": str(args.output),
+        "files_written": len(written), "shape": list(volume.array.shape), "spacing_mm": list(volume.spacing),
+        "model": model.describe(), "run": denoiser.last_run, "hu": _hu_summary(volume.array, denoised),
+    }
+
+
+def simulate_command(args: argparse.Namespace) -> dict:
+    _check_output(args.output, args.input, args.overwrite)
+    volume = read_volume(args.input, args.series)
+    settings = ProjectionNoise(dose_fraction=args.dose, photons_per_ray=args.photons, views=args.views)
+    low_dose = _simulate_with_progress(volume, settings, args.seed, args.quiet)
+    written = write_volume(low_dose, args.output)
+    return {
+        "command": "simulate", "input": str(args.input), "output": str(args.output),
+        "files_written": len(written), "simulation": low_dose.metadata["simulation"],
+        "added_noise_std_hu": float(np.std(low_dose.array - volume.array)),
+    }
+
+
+def phantom_command(args: argparse.Namespace) -> dict:
+    _check_output(args.output, None, args.overwrite)
+    volume = make_phantom((args.slices, args.size, args.size), seed=args.seed)
+    write_volume(volume, args.output)
+    return {"command": "phantom", "output": str(args.output), "shape": list(volume.array.shape),
+            "spacing_mm": list(volume.spacing)}
+
+
+def info_command(args: argparse.Namespace) -> dict:
+    import torch
+
+    from .inference import resolve_device
+
+    models = []
+    for manifest in model_search_paths():
+        models.append({"path": str(manifest), "present": manifest.is_file()})
+    cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "command": "info", "ldctdenoise": __version__, "python": platform.python_version(),
+        "torch": torch.__version__, "cuda_devices": cuda, "mps": torch.backends.mps.is_available(),
+        "auto_device": str(resolve_device("auto")), "cpu_threads": torch.get_num_threads(),
+        "models_searched": models,
+    }
+
+
+def demo_command(args: argparse.Namespace) -> dict:
+    """The main job on built-in defaults: real CT if present, else a phantom; low dose; denoise."""
+    out = Path(args.out)
+    model = find_model(args.weights)  # first, so nothing is computed or written without a model
+    normal_dose, source = _demo_input(args.data)
+    low_dose = _simulate_with_progress(normal_dose, ProjectionNoise(), seed=0, quiet=args.quiet)
+    denoiser = VolumeDenoiser(model, _engine_options(args))
+    denoised = _with_progress(denoiser, low_dose, "denoising", args.quiet)
+    out.mkdir(parents=True, exist_ok=True)
+    write_volume(normal_dose.with_array(normal_dose.array.astype(np.float32)), out / "normal_dose.nrrd")
+    write_volume(low_dose, out / "low_dose.nrrd")
+    write_volume(low_dose.with_array(denoised), out / "denoised.nrrd")
+    summary = {
+        "command": "demo", "source": source, "output": str(out), "model": model.describe(), "run": denoiser.last_run,
+        "simulation": low_dose.metadata["simulation"],
+        "rmse_hu_vs_normal_dose": {
+            "low_dose": _rmse(low_dose.array, normal_dose.array),
+            "denoised": _rmse(denoised, normal_dose.array),
+            "body_mask": "normal-dose HU > -500",
+        },
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _demo_input(data: str | None) -> tuple[Volume, str]:
+    folder = Path(data) if data else _default_data_folder()
+    if folder is not None and folder.is_dir():
+        return read_volume(folder), str(folder)
+    return make_phantom((16, 512, 512)), "procedural phantom (no real CT found)"
+
+
+def _default_data_folder() -> Path | None:
+    """``../shared/data`` beside the checkout, when it is there (developer machines and CI)."""
+    checkout = Path(__file__).resolve().parents[2]
+    folder = checkout.parent / "shared" / "data" / "ct" / "lidc-idri" / "LIDC-IDRI-0001"
+    return folder if folder.is_dir() else None
+
+
+def _rmse(a: np.ndarray, b: np.ndarray) -> float:
+    body = b > -500
+    return round(float(np.sqrt(np.mean((a[body] - b[body]) ** 2))), 2)
+
+
+def _hu_summary(before: np.ndarray, after: np.ndarray) -> dict:
+    return {
+        "input_mean": round(float(before.mean()), 2), "output_mean": round(float(after.mean()), 2),
+        "mean_abs_change": round(float(np.mean(np.abs(after - before))), 2),
+    }
+
+
+def _with_progress(denoiser: VolumeDenoiser, volume: Volume, label: str, quiet: bool) -> np.ndarray:
+    from tqdm import tqdm
+
+    with tqdm(total=volume.array.shape[0], unit="slice", desc=label, disable=quiet, file=sys.stderr) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        return denoiser(volume.array, progress=progress)
+
+
+def _simulate_with_progress(volume: Volume, settings: ProjectionNoise, seed: int, quiet: bool) -> Volume:
+    from tqdm import tqdm
+
+    total = volume.array.shape[0]
+    with tqdm(total=total, unit="slice", desc="simulating low dose", disable=quiet, file=sys.stderr) as bar:
+        return simulate_low_dose(volume, settings, seed, progress=lambda done, total: bar.update(done - bar.n))
+
+
+def _check_output(output: Path, input_path: Path | None, overwrite: bool) -> None:
+    if input_path is not None and output.resolve() == Path(input_path).resolve():
+        raise OutputError(f"output {output} is the input; choose another path (inputs are never modified)")
+    if output.exists() and not overwrite and not (output.is_dir() and not any(output.iterdir())):
+        raise OutputError(f"{output} already exists; choose a new path or pass --overwrite (files only)")
+    if output.exists() and output.is_dir() and any(output.iterdir()):
+        raise OutputError(f"{output} is a folder that is not empty; DICOM output goes into a new folder")
+
+
+def _engine_options(args: argparse.Namespace) -> EngineOptions:
+    return EngineOptions(device=args.device, precision=args.precision, batch_size=args.batch_size, compile=args.compile)
+
+
+def _report(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    for key, value in summary.items():
+        print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ldct-denoise", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ldct-denoise {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, run, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(run=run)
+        sub.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+        sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        return sub
+
+    def engine(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--weights", type=Path, help="model folder or manifest.json (default: bundled/cache)")
+        sub.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps")
+        sub.add_argument("--batch-size", type=int, help="slices per batch (default: from free GPU memory; 4 on CPU)")
+        sub.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16/fp16 on GPU, fp32 on CPU")
+        sub.add_argument("--compile", default="auto", choices=COMPILE_MODES,
+                         help="torch.compile (auto: on CPU for volumes of >= 100 slices)")
+
+    sub = command("denoise", denoise_command, "denoise a CT volume (DICOM folder or volume file)")
+    sub.add_argument("input", type=Path, help="DICOM series folder or .nrrd/.nii/.nii.gz/.mha file")
+    sub.add_argument("output", type=Path, help="volume file, or a new folder for a derived DICOM series")
+    sub.add_argument("--series", help="SeriesInstanceUID when the folder holds several series")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    engine(sub)
+
+    sub = command("simulate", simulate_command, "make a low-dose volume from a normal-dose one (projection noise)")
+    sub.add_argument("input", type=Path)
+    sub.add_argument("output", type=Path)
+    sub.add_argument("--series", help="SeriesInstanceUID when the folder holds several series")
+    sub.add_argument("--dose", type=float, default=ProjectionNoise.dose_fraction, help="low dose / normal dose")
+    sub.add_argument("--photons", type=float, default=ProjectionNoise.photons_per_ray, help="normal-dose I0 per ray")
+    sub.add_argument("--views", type=int, default=ProjectionNoise.views, help="projection angles over 180 degrees")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--overwrite", action="store_true")
+
+    sub = command("phantom", phantom_command, "write a procedural chest phantom in HU")
+    sub.add_argument("output", type=Path)
+    sub.add_argument("--slices", type=int, default=16)
+    sub.add_argument("--size", type=int, default=256, help="rows and columns")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--overwrite", action="store_true")
+
+    command("info", info_command, "show devices, torch and where models are looked for")
+
+    sub = command("demo", demo_command, "simulate low dose on real CT (or a phantom) and denoise it")
+    sub.add_argument("--out", default="demo-output", help="folder for the volumes and summary.json")
+    sub.add_argument("--data", help="normal-dose DICOM folder or volume (default: ../shared/data when present)")
+    engine(sub)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

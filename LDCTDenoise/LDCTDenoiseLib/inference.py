@@ -1,0 +1,219 @@
+"""Denoise a whole volume slice by slice on the best device, with progress and cancel.
+
+Memory stays at input + output + one batch: slices are normalised batch by batch and the
+result is written into a preallocated float32 array. The network's correction is added to
+the unclipped input, so HU outside the normalisation's clip range (metal, padding) are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import Cancelled, InputError
+from .weights import LoadedModel, cache_dir
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MODES = ("auto", "on", "off")
+CPU_COMPILE_MIN_SLICES = 100  # below this, compiling (about a minute cold) does not pay on CPU
+# Estimated peak activations of one slice in bytes per pixel per base channel (fp32): about ten
+# full-resolution tensors of the first level's width live at once in the last up block, plus margin.
+BYTES_PER_PIXEL_PER_WIDTH = 48
+ProgressCallback = Callable[[int, int], None]
+
+
+class CancelToken:
+    """Set from any thread (GUI button, signal handler) to stop a run between batches."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
+    precision: str = "auto"  # auto: bf16 on CUDA with bf16 support, else fp16 on GPUs; fp32 on CPU
+    batch_size: int | None = None  # None: from free memory on GPUs, 4 on CPU
+    compile: str = "auto"  # torch.compile: auto uses it on CPU for large volumes
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
+        if self.compile not in COMPILE_MODES:
+            raise InputError(f"compile must be one of {COMPILE_MODES}; got {self.compile!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError(f"batch size must be >= 1; got {self.batch_size}")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The device to run on; asking for one that is not there is an error, not a silent fallback."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            f"device {name} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu"
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"device {name} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError("device mps asked for, but Apple MPS is not available; use --device cpu")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if device.type == "mps" else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class VolumeDenoiser:
+    """A model placed on a device with a precision; denoises volumes of any number of slices."""
+
+    def __init__(self, model: LoadedModel, options: EngineOptions | None = None) -> None:
+        self.model = model
+        self.options = options or EngineOptions()
+        self.device = resolve_device(self.options.device)
+        self.dtype = resolve_precision(self.options.precision, self.device)
+        if self.device.type == "cpu" and self.dtype == torch.float16:
+            raise InputError("fp16 is not supported on CPU; use --precision fp32 or bf16")
+        self.memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
+        self.network = model.generator.to(self.device, memory_format=self.memory_format).eval()
+        self._compiled: dict[tuple, Callable] = {}
+        self.last_run: dict = {}
+
+    def __call__(
+        self,
+        hu: np.ndarray,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> np.ndarray:
+        """Denoised HU (float32, same shape); ``hu`` is (slices, rows, columns) and never modified."""
+        if hu.ndim != 3:
+            raise InputError(f"expected a (slices, rows, columns) volume; got shape {hu.shape}")
+        if not np.isfinite(hu).all():
+            raise InputError("the volume contains NaN or infinite values; fix or mask them before denoising")
+        slices = hu.shape[0]
+        batch = self._initial_batch_size(hu.shape[1:])
+        forward = self._forward_for(slices)
+        output = np.empty(hu.shape, dtype=np.float32)
+        started = time.perf_counter()
+        done = 0
+        while done < slices:
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled("denoising cancelled; nothing was written")
+            stop = min(done + batch, slices)
+            try:
+                output[done:stop] = self._denoise_batch(forward, hu[done:stop], batch)
+            except torch.OutOfMemoryError:
+                batch = self._halve(batch)
+                continue
+            done = stop
+            if progress is not None:
+                progress(done, slices)
+        elapsed = time.perf_counter() - started
+        self.last_run = {
+            "device": str(self.device), "precision": str(self.dtype).removeprefix("torch."),
+            "batch_size": batch, "compiled": self._is_compiled(forward), "slices": slices,
+            "seconds": round(elapsed, 3), "slices_per_second": round(slices / elapsed, 3) if elapsed else None,
+        }
+        return output
+
+    def _denoise_batch(self, forward: Callable, hu_batch: np.ndarray, batch: int) -> np.ndarray:
+        norm = self.model.normalization
+        network_in = norm.to_network(hu_batch)
+        count = network_in.shape[0]
+        if self._is_compiled(forward) and count < batch:  # keep one static shape: no recompiling
+            network_in = np.concatenate([network_in, np.repeat(network_in[-1:], batch - count, axis=0)])
+        x = torch.from_numpy(network_in).unsqueeze(1).to(self.device, memory_format=self.memory_format)
+        with torch.inference_mode(), self._autocast():
+            y = forward(x)
+        correction = (y.float() - x).squeeze(1)[:count].cpu().numpy() * np.float32(norm.scale)
+        return np.asarray(hu_batch, dtype=np.float32) + correction
+
+    def _autocast(self):
+        enabled = self.dtype != torch.float32
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=enabled)
+
+    def _initial_batch_size(self, image_shape: tuple[int, int]) -> int:
+        if self.options.batch_size is not None:
+            return self.options.batch_size
+        if self.device.type != "cuda":
+            return 4
+        free, _total = torch.cuda.mem_get_info(self.device)
+        bytes_per_element = 4 if self.dtype == torch.float32 else 2
+        per_slice = BYTES_PER_PIXEL_PER_WIDTH * self.model.generator.config.base_width
+        per_slice *= image_shape[0] * image_shape[1] * bytes_per_element // 4
+        return int(np.clip(0.5 * free // per_slice, 1, 64))
+
+    def _halve(self, batch: int) -> int:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if batch == 1:
+            raise torch.OutOfMemoryError(
+                f"out of memory on {self.device} with a single slice; use --device cpu or a smaller volume"
+            )
+        return batch // 2
+
+    def _forward_for(self, slices: int) -> Callable:
+        if not self._should_compile(slices):
+            return self.network
+        key = (self.device.type, self.dtype)
+        if key not in self._compiled:
+            _use_persistent_compile_cache()
+            self._compiled[key] = torch.compile(self.network, dynamic=False, options={"freezing": True})
+        return self._compiled[key]
+
+    def _is_compiled(self, forward: Callable) -> bool:
+        return forward is not self.network
+
+    def _should_compile(self, slices: int) -> bool:
+        mode = self.options.compile
+        if mode == "off" or (mode == "auto" and (self.device.type != "cpu" or slices < CPU_COMPILE_MIN_SLICES)):
+            return False
+        has_compiler = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+        if self.device.type == "cpu" and not has_compiler:
+            if mode == "on":
+                raise InputError("torch.compile on CPU needs a C++ compiler (g++); install one or use --compile off")
+            return False
+        return True
+
+
+def _use_persistent_compile_cache() -> None:
+    """Keep compiled kernels in the user cache so later runs skip most of the compile time."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+
+
+def denoise_volume(
+    hu: np.ndarray,
+    model: LoadedModel,
+    options: EngineOptions | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> np.ndarray:
+    """One-call form of :class:`VolumeDenoiser` for scripts."""
+    return VolumeDenoiser(model, options)(hu, progress=progress, cancel=cancel)

@@ -1,0 +1,231 @@
+"""Generator weights on disk: a safetensors file plus a JSON manifest with its SHA-256.
+
+A model folder holds ``manifest.json`` and the weights file it names. Nothing here unpickles:
+safetensors holds plain tensors only, and the checksum is verified before it is parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .atomic import write_atomically
+from .errors import NoModelError, WeightsError
+from .model import Generator, GeneratorConfig
+from .normalization import Normalization
+
+MANIFEST_NAME = "manifest.json"
+WEIGHTS_NAME = "generator.safetensors"
+FORMAT = "ldctdenoise-weights/1"
+ARCHITECTURE = "attention-residual-unet"
+DEFAULT_MODEL = "default"
+CACHE_ENV = "LDCTDENOISE_CACHE_DIR"
+WEIGHTS_ENV = "LDCTDENOISE_WEIGHTS"
+RESOURCES_ENV = "LDCTDENOISE_RESOURCES"
+
+
+@dataclass
+class LoadedModel:
+    """A generator ready for inference, with the manifest it came from."""
+
+    generator: Generator
+    normalization: Normalization
+    manifest: dict
+    folder: Path | None = None
+    name: str = field(default="")
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "folder": str(self.folder) if self.folder else None,
+            "sha256": self.manifest.get("sha256"),
+            "config": self.manifest.get("config"),
+            "normalization": self.manifest.get("normalization"),
+            "provenance": self.manifest.get("provenance", {}),
+        }
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_model(
+    generator: Generator,
+    folder: str | Path,
+    normalization: Normalization,
+    provenance: dict,
+    name: str = DEFAULT_MODEL,
+    half: bool = False,
+) -> Path:
+    """Write ``generator.safetensors`` and ``manifest.json`` into folder; returns the manifest.
+
+    ``half`` stores fp16 tensors (half the size); they are cast back to fp32 on loading.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        key: (value.half() if half and value.is_floating_point() else value).contiguous().cpu()
+        for key, value in generator.state_dict().items()
+    }
+    weights_path = folder / WEIGHTS_NAME
+    write_atomically(weights_path, lambda tmp: save_file(state, str(tmp)))
+    manifest = {
+        "format": FORMAT,
+        "name": name,
+        "architecture": ARCHITECTURE,
+        "config": generator.config.to_dict(),
+        "normalization": normalization.to_dict(),
+        "weights_file": WEIGHTS_NAME,
+        "dtype": "float16" if half else "float32",
+        "sha256": sha256_of(weights_path),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "provenance": provenance,
+    }
+    manifest_path = folder / MANIFEST_NAME
+    write_atomically(manifest_path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
+    return manifest_path
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Load a model from a manifest, its folder, or the weights file beside a manifest."""
+    manifest_path = _manifest_path(Path(path))
+    manifest = _read_manifest(manifest_path)
+    weights_path = manifest_path.parent / manifest["weights_file"]
+    if not weights_path.is_file():
+        raise WeightsError(
+            f"weights file {weights_path} named by {manifest_path} is missing; "
+            "copy the whole model folder (manifest and weights) together"
+        )
+    actual = sha256_of(weights_path)
+    if actual != manifest["sha256"]:
+        raise WeightsError(
+            f"checksum mismatch for {weights_path}: manifest says {manifest['sha256']}, "
+            f"file has {actual}. The file is truncated, corrupt or was replaced; "
+            "export or copy the model folder again"
+        )
+    try:
+        state = load_file(str(weights_path))
+    except SafetensorError as error:
+        raise WeightsError(f"{weights_path} is not a valid safetensors file: {error}") from error
+    config = GeneratorConfig.from_dict(manifest["config"])
+    generator = Generator(config)
+    state = {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
+    missing, unexpected = _key_mismatch(generator, state)
+    if missing or unexpected:
+        raise WeightsError(
+            f"{weights_path} does not fit the {ARCHITECTURE} with config {config.to_dict()}: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    generator.load_state_dict(state)
+    generator.eval()
+    return LoadedModel(
+        generator=generator,
+        normalization=Normalization.from_dict(manifest["normalization"]),
+        manifest=manifest,
+        folder=manifest_path.parent,
+        name=manifest.get("name", manifest_path.parent.name),
+    )
+
+
+def cache_dir() -> Path:
+    """The user's cache folder for models and compiled kernels (``$LDCTDENOISE_CACHE_DIR`` wins)."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("LDCTDenoise", appauthor=False))
+
+
+def resources_dirs() -> list[Path]:
+    """Where the top-level ``Resources/`` may be: env override, source checkout, built module."""
+    here = Path(__file__).resolve().parent
+    candidates = []
+    if os.environ.get(RESOURCES_ENV):
+        candidates.append(Path(os.environ[RESOURCES_ENV]).expanduser())
+    candidates += [here.parent.parent / "Resources", here.parent / "Resources"]
+    return candidates
+
+
+def model_search_paths(name: str = DEFAULT_MODEL) -> list[Path]:
+    """Every manifest location looked at, in order, when no weights are given explicitly."""
+    paths = []
+    if os.environ.get(WEIGHTS_ENV):
+        paths.append(_as_manifest(Path(os.environ[WEIGHTS_ENV]).expanduser()))
+    paths += [folder / "Models" / name / MANIFEST_NAME for folder in resources_dirs()]
+    paths.append(cache_dir() / "models" / name / MANIFEST_NAME)
+    return paths
+
+
+def find_model(weights: str | Path | None = None, name: str = DEFAULT_MODEL) -> LoadedModel:
+    """Load the explicit weights, else the first model found on the search path."""
+    if weights is not None:
+        return load_model(weights)
+    searched = model_search_paths(name)
+    for manifest in searched:
+        if manifest.is_file():
+            return load_model(manifest)
+    listing = "; ".join(str(path) for path in searched)
+    raise NoModelError(
+        "no trained model is bundled yet and none was found (looked for " + listing + "). "
+        "Random weights are never used to denoise. Train and export one with the training "
+        "subpackage (see README, 'Training'), then pass --weights MODEL_FOLDER or copy the "
+        f"folder to {cache_dir() / 'models' / name}"
+    )
+
+
+def _manifest_path(path: Path) -> Path:
+    manifest = _as_manifest(path)
+    if not manifest.is_file():
+        raise WeightsError(
+            f"no model manifest at {manifest}; a model folder holds {MANIFEST_NAME} "
+            f"and {WEIGHTS_NAME} (written by `ldct-train export`)"
+        )
+    return manifest
+
+
+def _as_manifest(path: Path) -> Path:
+    if path.is_dir():
+        return path / MANIFEST_NAME
+    if path.suffix == ".safetensors":
+        return path.with_name(MANIFEST_NAME)
+    return path
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WeightsError(f"cannot read model manifest {path}: {error}") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise WeightsError(f"{path} is not an LDCTDenoise model manifest (format {FORMAT})")
+    if manifest.get("architecture") != ARCHITECTURE:
+        raise WeightsError(
+            f"{path} describes architecture {manifest.get('architecture')!r}; "
+            f"this version runs {ARCHITECTURE!r} only"
+        )
+    required = ("config", "normalization", "weights_file", "sha256")
+    missing = [key for key in required if key not in manifest]
+    if missing:
+        raise WeightsError(f"model manifest {path} lacks {missing}")
+    return manifest
+
+
+def _key_mismatch(generator: Generator, state: dict[str, torch.Tensor]) -> tuple[list, list]:
+    expected = generator.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    return missing + wrong_shape, unexpected

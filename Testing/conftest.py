@@ -1,0 +1,61 @@
+"""Shared fixtures: real CT from ../shared/data when present, tiny models, DICOM series made here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from LDCTDenoiseLib.io import Volume, write_dicom_series
+from LDCTDenoiseLib.model import Generator, GeneratorConfig
+from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.weights import save_model
+
+SHARED_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct"
+TINY_CONFIG = GeneratorConfig(base_width=4, depth=2, cbam_reduction=2)
+
+
+@pytest.fixture
+def shared_ct() -> Path:
+    if not SHARED_CT.is_dir():
+        pytest.skip(f"real CT not present at {SHARED_CT} (it sits beside the checkout on developer machines and CI)")
+    return SHARED_CT
+
+
+def tiny_generator(seed: int = 0) -> Generator:
+    """A small generator whose correction is not zero (random head), for fast tests."""
+    torch.manual_seed(seed)
+    return Generator(TINY_CONFIG).eval()
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "tiny-model"
+    save_model(tiny_generator(), folder, Normalization(), provenance={"purpose": "tests; random weights"}, name="tiny")
+    return folder
+
+
+def rotated_direction(degrees: float = 30.0) -> np.ndarray:
+    """A non-identity direction: rotation about the patient's S axis, then a tilt about L."""
+    a, b = np.radians(degrees), np.radians(degrees / 3)
+    about_z = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    about_x = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    return about_x @ about_z
+
+
+def small_volume(shape=(6, 40, 48), direction=None, seed: int = 0) -> Volume:
+    rng = np.random.default_rng(seed)
+    hu = np.rint(rng.normal(0, 200, size=shape)).astype(np.float32)
+    return Volume(hu, spacing=(0.7, 0.8, 2.5), origin=(-12.5, 30.25, 101.0),
+                  direction=rotated_direction() if direction is None else direction)
+
+
+@pytest.fixture
+def dicom_series(tmp_path: Path) -> tuple[Path, Volume]:
+    """A DICOM series with a rotated orientation, written from a known volume."""
+    volume = small_volume()
+    folder = tmp_path / "series"
+    write_dicom_series(volume, folder)
+    return folder, volume

@@ -1,0 +1,122 @@
+"""Weights are safetensors + a manifest; a file that fails its checksum is refused."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import TINY_CONFIG, tiny_generator
+from LDCTDenoiseLib.errors import NoModelError, WeightsError
+from LDCTDenoiseLib.model import Generator, GeneratorConfig
+from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.weights import MANIFEST_NAME, WEIGHTS_NAME, find_model, load_model, save_model, sha256_of
+
+
+def test_saved_model_loads_with_same_weights_config_and_normalisation(tmp_path):
+    generator = tiny_generator(seed=3)
+    norm = Normalization(-1000.0, 2000.0)
+    save_model(generator, tmp_path, norm, provenance={"trained_on": "nothing"}, name="t")
+    loaded = load_model(tmp_path)
+    assert loaded.generator.config == TINY_CONFIG
+    assert loaded.normalization == norm
+    assert loaded.manifest["provenance"] == {"trained_on": "nothing"}
+    assert loaded.manifest["sha256"] == sha256_of(tmp_path / WEIGHTS_NAME)
+    for key, value in generator.state_dict().items():
+        torch.testing.assert_close(loaded.generator.state_dict()[key], value)
+    assert not loaded.generator.training
+
+
+def test_model_loads_from_manifest_folder_or_weights_path(tiny_model_dir):
+    for path in (tiny_model_dir, tiny_model_dir / MANIFEST_NAME, tiny_model_dir / WEIGHTS_NAME):
+        assert load_model(path).name == "tiny"
+
+
+def test_half_precision_file_is_smaller_and_loads_as_float32(tmp_path):
+    generator = tiny_generator()
+    save_model(generator, tmp_path / "full", Normalization(), {})
+    save_model(generator, tmp_path / "half", Normalization(), {}, half=True)
+    assert (tmp_path / "half" / WEIGHTS_NAME).stat().st_size < (tmp_path / "full" / WEIGHTS_NAME).stat().st_size
+    loaded = load_model(tmp_path / "half")
+    assert all(p.dtype == torch.float32 for p in loaded.generator.parameters())
+
+
+def test_modified_weights_file_is_refused_with_checksum_message(tiny_model_dir):
+    path = tiny_model_dir / WEIGHTS_NAME
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="checksum mismatch.*export or copy the model folder again"):
+        load_model(tiny_model_dir)
+
+
+def test_truncated_weights_file_is_refused(tiny_model_dir):
+    path = tiny_model_dir / WEIGHTS_NAME
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(WeightsError, match="checksum mismatch"):
+        load_model(tiny_model_dir)
+
+
+def test_not_a_safetensors_file_is_refused_even_with_a_matching_checksum(tiny_model_dir):
+    path = tiny_model_dir / WEIGHTS_NAME
+    path.write_bytes(b"\x80\x04this is a pickle, not safetensors")
+    manifest = json.loads((tiny_model_dir / MANIFEST_NAME).read_text())
+    manifest["sha256"] = sha256_of(path)
+    (tiny_model_dir / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match="not a valid safetensors file"):
+        load_model(tiny_model_dir)
+
+
+def test_weights_of_another_architecture_size_are_refused(tiny_model_dir):
+    manifest = json.loads((tiny_model_dir / MANIFEST_NAME).read_text())
+    manifest["config"] = GeneratorConfig(base_width=8, depth=2).to_dict()
+    (tiny_model_dir / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match="does not fit"):
+        load_model(tiny_model_dir)
+
+
+def test_missing_weights_file_and_missing_manifest_are_explained(tiny_model_dir, tmp_path):
+    (tiny_model_dir / WEIGHTS_NAME).unlink()
+    with pytest.raises(WeightsError, match="is missing"):
+        load_model(tiny_model_dir)
+    with pytest.raises(WeightsError, match="no model manifest"):
+        load_model(tmp_path / "nowhere")
+
+
+def test_foreign_json_is_not_taken_for_a_manifest(tmp_path):
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(WeightsError, match="not an LDCTDenoise model manifest"):
+        load_model(tmp_path)
+
+
+def test_without_any_model_the_error_lists_where_it_looked_and_how_to_get_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LDCTDENOISE_RESOURCES", str(tmp_path / "res"))
+    monkeypatch.delenv("LDCTDENOISE_WEIGHTS", raising=False)
+    if any((p / "Models" / "default" / MANIFEST_NAME).is_file() for p in _bundled()):
+        pytest.skip("a trained model is bundled in Resources/")
+    with pytest.raises(NoModelError) as error:
+        find_model()
+    message = str(error.value)
+    assert "no trained model is bundled yet" in message and "Random weights are never used" in message
+    assert str(tmp_path / "cache" / "models" / "default") in message
+
+
+def test_model_in_the_cache_folder_is_found(tmp_path, monkeypatch):
+    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("LDCTDENOISE_RESOURCES", str(tmp_path / "res"))
+    monkeypatch.delenv("LDCTDENOISE_WEIGHTS", raising=False)
+    save_model(Generator(TINY_CONFIG), tmp_path / "models" / "default", Normalization(), {}, name="cached")
+    if any((p / "Models" / "default" / MANIFEST_NAME).is_file() for p in _bundled()):
+        pytest.skip("a bundled model takes precedence over the cache")
+    assert find_model().name == "cached"
+
+
+def test_explicit_environment_weights_win(tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("LDCTDENOISE_WEIGHTS", str(tiny_model_dir))
+    assert find_model().name == "tiny"
+
+
+def _bundled():
+    from LDCTDenoiseLib.weights import resources_dirs
+
+    return resources_dirs()
