@@ -112,9 +112,9 @@ def demo_command(args: argparse.Namespace) -> dict:
 
 
 def _demo_input(data: str | None) -> tuple[Volume, str]:
-    folder = Path(data) if data else _default_data_folder()
-    if folder is not None and folder.is_dir():
-        return read_volume(folder), str(folder)
+    source = Path(data) if data else _default_data_folder()
+    if source is not None:
+        return read_volume(source), str(source)
     return make_phantom((16, 512, 512)), "procedural phantom (no real CT found)"
 
 

@@ -1,0 +1,148 @@
+"""``ldct-denoise`` end to end on a phantom, geometry kept across formats, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import rotated_direction
+from LDCTDenoiseLib.cli import main
+from LDCTDenoiseLib.io import read_volume, write_dicom_series, write_volume
+from LDCTDenoiseLib.simulation import make_phantom
+
+
+@pytest.fixture(autouse=True)
+def no_installed_model(tmp_path, monkeypatch):
+    """Each test sees only the models it names: empty cache, no bundled resources."""
+    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LDCTDENOISE_RESOURCES", str(tmp_path / "no-resources"))
+    monkeypatch.delenv("LDCTDENOISE_WEIGHTS", raising=False)
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def phantom_file(tmp_path, rotated=True):
+    volume = make_phantom((4, 48, 48))
+    if rotated:
+        volume.direction = rotated_direction()
+    path = tmp_path / "nd.nrrd"
+    write_volume(volume, path)
+    return path, volume
+
+
+def assert_geometry(a, b):
+    np.testing.assert_allclose(a.spacing, b.spacing, atol=1e-5)
+    np.testing.assert_allclose(a.origin, b.origin, atol=1e-4)
+    np.testing.assert_allclose(a.direction, b.direction, atol=1e-5)
+
+
+def test_phantom_simulate_denoise_end_to_end_with_json_summary(tmp_path, tiny_model_dir, capsys):
+    code, out, _ = run(capsys, "phantom", tmp_path / "nd.nrrd", "--slices", 3, "--size", 64, "--json", "--quiet")
+    assert code == 0 and json.loads(out)["shape"] == [3, 64, 64]
+    code, out, _ = run(capsys, "simulate", tmp_path / "nd.nrrd", tmp_path / "ld.nrrd", "--views", 60, "--json", "--quiet")
+    assert code == 0 and json.loads(out)["added_noise_std_hu"] > 5
+    code, out, err = run(capsys, "denoise", tmp_path / "ld.nrrd", tmp_path / "dn.nrrd", "--weights", tiny_model_dir,
+                         "--device", "cpu", "--batch-size", 2, "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["run"]["device"] == "cpu" and summary["run"]["batch_size"] == 2
+    assert summary["model"]["sha256"] and summary["files_written"] == 1
+    assert "slice" in err  # tqdm progress on stderr
+    assert read_volume(tmp_path / "dn.nrrd").array.shape == (3, 64, 64)
+
+
+def test_geometry_survives_dicom_to_nrrd_to_denoise_to_nrrd_and_to_dicom(tmp_path, tiny_model_dir, capsys):
+    volume = make_phantom((4, 48, 48))
+    volume.direction = rotated_direction()
+    volume.origin = (-40.5, 12.25, 300.0)
+    write_dicom_series(volume, tmp_path / "dicom")
+    source = read_volume(tmp_path / "dicom")
+    write_volume(source, tmp_path / "in.nrrd")
+    for output in ("out.nrrd", "out-dicom"):
+        code, _, err = run(capsys, "denoise", tmp_path / "in.nrrd", tmp_path / output, "--weights", tiny_model_dir,
+                           "--quiet")
+        assert code == 0, err
+        assert_geometry(read_volume(tmp_path / output), volume)
+    code, _, err = run(capsys, "denoise", tmp_path / "dicom", tmp_path / "dicom-out", "--weights", tiny_model_dir,
+                       "--quiet")
+    assert code == 0, err
+    assert_geometry(read_volume(tmp_path / "dicom-out"), volume)
+    np.testing.assert_allclose(read_volume(tmp_path / "dicom-out").array,
+                               np.rint(read_volume(tmp_path / "out.nrrd").array), atol=1.0)
+
+
+def test_without_a_model_denoise_fails_in_one_line_and_writes_nothing(tmp_path, capsys):
+    path, _ = phantom_file(tmp_path)
+    code, out, err = run(capsys, "denoise", path, tmp_path / "out.nrrd")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "no trained model is bundled yet" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nd.nrrd"]  # no output, no partial file
+
+
+def test_demo_without_a_model_stops_with_how_to_train_one(tmp_path, capsys):
+    code, _, err = run(capsys, "demo", "--out", tmp_path / "demo")
+    assert code == 1 and "Train and export one" in err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_demo_with_weights_writes_volumes_and_summary(tmp_path, tiny_model_dir, capsys):
+    path, _ = phantom_file(tmp_path, rotated=False)
+    code, out, err = run(capsys, "demo", "--data", path, "--weights", tiny_model_dir, "--out", tmp_path / "demo",
+                         "--quiet", "--json")
+    assert code == 0, err
+    written = sorted(p.name for p in (tmp_path / "demo").iterdir())
+    assert written == ["denoised.nrrd", "low_dose.nrrd", "normal_dose.nrrd", "summary.json"]
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary == json.loads(out)
+    assert summary["rmse_hu_vs_normal_dose"]["low_dose"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["denoise", "{tmp}/missing", "{tmp}/o.nrrd"], "does not exist"),
+        (["denoise", "{tmp}/nd.nrrd", "{tmp}/nd.nrrd"], "is the input"),
+        (["denoise", "{tmp}/nd.nrrd", "{tmp}/o.png"], "unknown output format"),
+        (["denoise", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--device", "quantum"], "unknown device"),
+        (["denoise", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--weights", "{tmp}/nowhere"], "no model manifest"),
+        (["simulate", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--dose", "2"], "dose fraction"),
+    ],
+)
+def test_bad_input_gives_one_line_reason_and_no_output(tmp_path, tiny_model_dir, capsys, argv, message):
+    phantom_file(tmp_path)
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if argv[0] == "denoise" and "--weights" not in argv:
+        argv += ["--weights", str(tiny_model_dir)]
+    code, out, err = run(capsys, *argv, "--quiet")
+    assert code == 1 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "o.nrrd").exists() and not (tmp_path / "o.png").exists()
+
+
+def test_existing_output_needs_overwrite(tmp_path, tiny_model_dir, capsys):
+    path, _ = phantom_file(tmp_path)
+    (tmp_path / "o.nrrd").write_text("keep me")
+    code, _, err = run(capsys, "denoise", path, tmp_path / "o.nrrd", "--weights", tiny_model_dir, "--quiet")
+    assert code == 1 and "--overwrite" in err and (tmp_path / "o.nrrd").read_text() == "keep me"
+    code, _, _ = run(capsys, "denoise", path, tmp_path / "o.nrrd", "--weights", tiny_model_dir, "--quiet",
+                     "--overwrite")
+    assert code == 0 and read_volume(tmp_path / "o.nrrd").array.shape == (4, 48, 48)
+
+
+def test_info_reports_torch_devices_and_model_search(capsys, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("LDCTDENOISE_WEIGHTS", str(tiny_model_dir))
+    code, out, _ = run(capsys, "info", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["torch"] and info["auto_device"] in {"cpu", "cuda", "mps"}
+    assert info["models_searched"][0] == {"path": str(tiny_model_dir / "manifest.json"), "present": True}
+
+
+def test_console_script_runs_as_a_real_process(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "LDCTDenoiseLib.cli", "info", "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and json.loads(result.stdout)["command"] == "info"
