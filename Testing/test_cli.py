@@ -45,7 +45,8 @@ def assert_geometry(a, b):
 def test_phantom_simulate_denoise_end_to_end_with_json_summary(tmp_path, tiny_model_dir, capsys):
     code, out, _ = run(capsys, "phantom", tmp_path / "nd.nrrd", "--slices", 3, "--size", 64, "--json", "--quiet")
     assert code == 0 and json.loads(out)["shape"] == [3, 64, 64]
-    code, out, _ = run(capsys, "simulate", tmp_path / "nd.nrrd", tmp_path / "ld.nrrd", "--views", 60, "--json", "--quiet")
+    code, out, _ = run(capsys, "simulate", tmp_path / "nd.nrrd", tmp_path / "ld.nrrd", "--views", 60, "--json",
+                       "--quiet")
     assert code == 0 and json.loads(out)["added_noise_std_hu"] > 5
     code, out, err = run(capsys, "denoise", tmp_path / "ld.nrrd", tmp_path / "dn.nrrd", "--weights", tiny_model_dir,
                          "--device", "cpu", "--batch-size", 2, "--json")

@@ -50,7 +50,8 @@ def test_projection_noise_is_unbiased_and_grows_as_dose_falls():
     inside = slice(44, 84)
     stds = {}
     for dose in (0.5, 0.25, 0.1):
-        noise = projection_noise_hu(hu, pixel_mm, ProjectionNoise(dose_fraction=dose, views=180), np.random.default_rng(1))
+        settings = ProjectionNoise(dose_fraction=dose, views=180)
+        noise = projection_noise_hu(hu, pixel_mm, settings, np.random.default_rng(1))
         centre = noise[inside, inside]
         assert abs(centre.mean()) < 0.15 * centre.std()
         stds[dose] = centre.std()
