@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,12 @@ from LDCTDenoiseLib.weights import save_model
 
 SHARED_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct"
 TINY_CONFIG = GeneratorConfig(base_width=4, depth=2, cbam_reduction=2)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory) -> None:
+    """Tests never read or fill the user's cache (models, compiled kernels)."""
+    os.environ["LDCTDENOISE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture
