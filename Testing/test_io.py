@@ -6,6 +6,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from pydicom.uid import MPEG2MPML, JPEG2000Lossless, RLELossless
 
 from conftest import small_volume
 from LDCTDenoiseLib.errors import InputError, OutputError
@@ -224,32 +225,22 @@ def test_missing_rescale_is_refused_not_assumed(dicom_series):
         read_volume(folder)
 
 
-def test_rle_compressed_series_decodes_to_the_same_hu(dicom_series):
-    from pydicom.uid import RLELossless
-
-    folder, volume = dicom_series
+def _compress(folder, syntax):
     for path in folder.iterdir():
         ds = pydicom.dcmread(path)
-        ds.compress(RLELossless)
+        ds.compress(syntax)
         ds.save_as(path)
-    assert pydicom.dcmread(next(folder.iterdir())).file_meta.TransferSyntaxUID.is_compressed
-    np.testing.assert_array_equal(read_volume(folder).array, volume.array)
 
 
-def test_jpeg2000_lossless_series_decodes_to_the_same_hu(dicom_series):
-    from pydicom.uid import JPEG2000Lossless
-
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless])
+def test_compressed_series_decodes_to_the_same_hu(dicom_series, syntax):
     folder, volume = dicom_series
-    for path in folder.iterdir():
-        ds = pydicom.dcmread(path)
-        ds.compress(JPEG2000Lossless)
-        ds.save_as(path)
+    _compress(folder, syntax)
+    assert pydicom.dcmread(next(folder.iterdir())).file_meta.TransferSyntaxUID == syntax
     np.testing.assert_array_equal(read_volume(folder).array, volume.array)
 
 
 def test_undecodable_compression_names_the_syntax_and_what_to_do(dicom_series):
-    from pydicom.uid import MPEG2MPML
-
     folder, _ = dicom_series
     path = sorted(folder.iterdir())[0]
     ds = pydicom.dcmread(path)
@@ -262,13 +253,8 @@ def test_undecodable_compression_names_the_syntax_and_what_to_do(dicom_series):
 
 def test_compressed_syntax_without_its_plugin_says_what_to_install(dicom_series, monkeypatch):
     """Stands in for a machine without pylibjpeg-openjpeg: decoding fails as it would there."""
-    from pydicom.uid import JPEG2000Lossless
-
     folder, _ = dicom_series
-    for path in folder.iterdir():
-        ds = pydicom.dcmread(path)
-        ds.compress(JPEG2000Lossless)
-        ds.save_as(path)
+    _compress(folder, JPEG2000Lossless)
 
     def no_plugin(self):
         raise RuntimeError("Unable to decode as there are no pixel data plugins available")

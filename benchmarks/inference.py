@@ -32,9 +32,9 @@ from LDCTDenoiseLib.weights import LoadedModel, load_model
 CONFIGS = {
     "cpu": [
         ("eager fp32 NCHW (baseline)", None),
-        ("engine fp32 channels_last", EngineOptions(device="cpu", compile="off", batch_size=4)),
-        ("engine compiled fp32 (default for >= 100 slices)", EngineOptions(device="cpu", compile="on", batch_size=4)),
-        ("engine compiled bf16", EngineOptions(device="cpu", compile="on", precision="bf16", batch_size=4)),
+        ("engine fp32 channels_last", EngineOptions(device="cpu", compile="off")),
+        ("engine compiled fp32 (default for >= 100 slices)", EngineOptions(device="cpu", compile="on")),
+        ("engine compiled bf16", EngineOptions(device="cpu", compile="on", precision="bf16")),
     ],
     "cuda": [
         ("eager fp32 NCHW (baseline)", None),

@@ -195,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     def engine(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--weights", type=Path, help="model folder or manifest.json (default: bundled/cache)")
         sub.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps")
-        sub.add_argument("--batch-size", type=int, help="slices per batch (default: from free GPU memory; 4 on CPU)")
+        sub.add_argument("--batch-size", type=int, help="slices per batch (default: from free GPU memory; 1 on CPU)")
         sub.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16/fp16 on GPU, fp32 on CPU")
         sub.add_argument("--compile", default="auto", choices=COMPILE_MODES,
                          help="torch.compile (auto: on CPU for volumes of >= 100 slices)")
