@@ -181,7 +181,7 @@ def find_model(weights: str | Path | None = None, name: str = DEFAULT_MODEL) -> 
     raise NoModelError(
         "no trained model is bundled yet and none was found (looked for " + listing + "). "
         "Random weights are never used to denoise. Train and export one with the training "
-        "subpackage (see README, 'Training'), then pass --weights MODEL_FOLDER or copy the "
+        "subpackage (training/; see README, 'Models'), then pass --weights MODEL_FOLDER or copy the "
         f"folder to {cache_dir() / 'models' / name}"
     )
 
