@@ -158,10 +158,11 @@ def _simulate_with_progress(volume: Volume, settings: ProjectionNoise, seed: int
 def _check_output(output: Path, input_path: Path | None, overwrite: bool) -> None:
     if input_path is not None and output.resolve() == Path(input_path).resolve():
         raise OutputError(f"output {output} is the input; choose another path (inputs are never modified)")
-    if output.exists() and not overwrite and not (output.is_dir() and not any(output.iterdir())):
+    if output.is_dir():
+        if any(output.iterdir()):
+            raise OutputError(f"{output} is a folder that is not empty; DICOM output goes into a new folder")
+    elif output.exists() and not overwrite:
         raise OutputError(f"{output} already exists; choose a new path or pass --overwrite (files only)")
-    if output.exists() and output.is_dir() and any(output.iterdir()):
-        raise OutputError(f"{output} is a folder that is not empty; DICOM output goes into a new folder")
 
 
 def _engine_options(args: argparse.Namespace) -> EngineOptions:
