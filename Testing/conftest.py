@@ -12,7 +12,7 @@ import torch
 from LDCTDenoiseLib.io import Volume, write_dicom_series
 from LDCTDenoiseLib.model import Generator, GeneratorConfig
 from LDCTDenoiseLib.normalization import Normalization
-from LDCTDenoiseLib.weights import save_model
+from LDCTDenoiseLib.weights import DEFAULT_MODEL, MANIFEST_NAME, resources_dirs, save_model
 
 SHARED_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct"
 TINY_CONFIG = GeneratorConfig(base_width=4, depth=2, cbam_reduction=2)
@@ -22,6 +22,22 @@ TINY_CONFIG = GeneratorConfig(base_width=4, depth=2, cbam_reduction=2)
 def private_cache(tmp_path_factory) -> None:
     """Tests never read or fill the user's cache (models, compiled kernels)."""
     os.environ["LDCTDENOISE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def model_cache(tmp_path: Path, monkeypatch) -> Path:
+    """An empty cache folder, no resources override target and no $LDCTDENOISE_WEIGHTS."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(cache))
+    monkeypatch.setenv("LDCTDENOISE_RESOURCES", str(tmp_path / "no-resources"))
+    monkeypatch.delenv("LDCTDENOISE_WEIGHTS", raising=False)
+    return cache
+
+
+def skip_if_model_bundled() -> None:
+    """A model bundled in this checkout's Resources/ is found before the cache, by design."""
+    if any((folder / "Models" / DEFAULT_MODEL / MANIFEST_NAME).is_file() for folder in resources_dirs()):
+        pytest.skip("a trained model is bundled in Resources/Models/default")
 
 
 @pytest.fixture

@@ -7,18 +7,15 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import rotated_direction
+from conftest import rotated_direction, skip_if_model_bundled
 from LDCTDenoiseLib.cli import main
 from LDCTDenoiseLib.io import read_volume, write_dicom_series, write_volume
 from LDCTDenoiseLib.simulation import make_phantom
 
 
 @pytest.fixture(autouse=True)
-def no_installed_model(tmp_path, monkeypatch):
-    """Each test sees only the models it names: empty cache, no bundled resources."""
-    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("LDCTDENOISE_RESOURCES", str(tmp_path / "no-resources"))
-    monkeypatch.delenv("LDCTDENOISE_WEIGHTS", raising=False)
+def no_installed_model(model_cache):
+    """Each test sees only the models it names (a bundled one aside: see skip_if_model_bundled)."""
 
 
 def run(capsys, *argv):
@@ -79,6 +76,7 @@ def test_geometry_survives_dicom_to_nrrd_to_denoise_to_nrrd_and_to_dicom(tmp_pat
 
 
 def test_without_a_model_denoise_fails_in_one_line_and_writes_nothing(tmp_path, capsys):
+    skip_if_model_bundled()
     path, _ = phantom_file(tmp_path)
     code, out, err = run(capsys, "denoise", path, tmp_path / "out.nrrd")
     assert code == 1 and out == ""
@@ -87,6 +85,7 @@ def test_without_a_model_denoise_fails_in_one_line_and_writes_nothing(tmp_path, 
 
 
 def test_demo_without_a_model_stops_with_how_to_train_one(tmp_path, capsys):
+    skip_if_model_bundled()
     code, _, err = run(capsys, "demo", "--out", tmp_path / "demo")
     assert code == 1 and "Train and export one" in err
     assert not (tmp_path / "demo").exists()

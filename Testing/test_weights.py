@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY_CONFIG, tiny_generator
+from conftest import TINY_CONFIG, skip_if_model_bundled, tiny_generator
 from LDCTDenoiseLib.errors import NoModelError, WeightsError
 from LDCTDenoiseLib.model import Generator, GeneratorConfig
 from LDCTDenoiseLib.normalization import Normalization
@@ -88,26 +88,18 @@ def test_foreign_json_is_not_taken_for_a_manifest(tmp_path):
         load_model(tmp_path)
 
 
-def test_without_any_model_the_error_lists_where_it_looked_and_how_to_get_one(tmp_path, monkeypatch):
-    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("LDCTDENOISE_RESOURCES", str(tmp_path / "res"))
-    monkeypatch.delenv("LDCTDENOISE_WEIGHTS", raising=False)
-    if any((p / "Models" / "default" / MANIFEST_NAME).is_file() for p in _bundled()):
-        pytest.skip("a trained model is bundled in Resources/")
+def test_without_any_model_the_error_lists_where_it_looked_and_how_to_get_one(model_cache):
+    skip_if_model_bundled()
     with pytest.raises(NoModelError) as error:
         find_model()
     message = str(error.value)
     assert "no trained model is bundled yet" in message and "Random weights are never used" in message
-    assert str(tmp_path / "cache" / "models" / "default") in message
+    assert str(model_cache / "models" / "default") in message
 
 
-def test_model_in_the_cache_folder_is_found(tmp_path, monkeypatch):
-    monkeypatch.setenv("LDCTDENOISE_CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("LDCTDENOISE_RESOURCES", str(tmp_path / "res"))
-    monkeypatch.delenv("LDCTDENOISE_WEIGHTS", raising=False)
-    save_model(Generator(TINY_CONFIG), tmp_path / "models" / "default", Normalization(), {}, name="cached")
-    if any((p / "Models" / "default" / MANIFEST_NAME).is_file() for p in _bundled()):
-        pytest.skip("a bundled model takes precedence over the cache")
+def test_model_in_the_cache_folder_is_found(model_cache):
+    skip_if_model_bundled()
+    save_model(Generator(TINY_CONFIG), model_cache / "models" / "default", Normalization(), {}, name="cached")
     assert find_model().name == "cached"
 
 
@@ -115,8 +107,3 @@ def test_explicit_environment_weights_win(tiny_model_dir, monkeypatch):
     monkeypatch.setenv("LDCTDENOISE_WEIGHTS", str(tiny_model_dir))
     assert find_model().name == "tiny"
 
-
-def _bundled():
-    from LDCTDenoiseLib.weights import resources_dirs
-
-    return resources_dirs()
