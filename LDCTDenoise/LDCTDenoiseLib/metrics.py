@@ -1,0 +1,114 @@
+"""Image quality against a reference: PSNR, SSIM (Wang et al.) and RMSE, each in a stated HU window.
+
+A PSNR or SSIM means nothing without its data range, so every figure here is computed in a
+``Window``: both images are clipped to the window and its width is the data range. SSIM is
+Wang et al.'s: Gaussian window 11 (sigma 1.5), K1 0.01, K2 0.03, population covariances, mean
+over the pixels whose window lies inside the image -- scikit-image's
+``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``, which
+the tests use as the oracle. ``ssim_map`` is differentiable so the training loss uses it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+SSIM_SIGMA = 1.5
+SSIM_RADIUS = 5  # int(3.5 * 1.5 + 0.5): scikit-image's truncation, an 11-pixel window
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+@dataclass(frozen=True)
+class Window:
+    """A HU interval; metrics clip both images to it and use its width as the data range."""
+
+    name: str
+    low: float
+    high: float
+
+    @property
+    def data_range(self) -> float:
+        return self.high - self.low
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} [{self.low:g}, {self.high:g}] HU"
+
+    def clip(self, hu: np.ndarray) -> np.ndarray:
+        return np.clip(np.asarray(hu, dtype=np.float64), self.low, self.high)
+
+
+SOFT_TISSUE = Window("soft tissue W400/L40", -160.0, 240.0)
+FULL_RANGE = Window("full range", -1024.0, 3072.0)
+DEFAULT_WINDOWS = (SOFT_TISSUE, FULL_RANGE)
+
+
+def gaussian_window(sigma: float = SSIM_SIGMA, radius: int = SSIM_RADIUS, dtype=torch.float64) -> torch.Tensor:
+    offsets = torch.arange(-radius, radius + 1, dtype=dtype)
+    weights = torch.exp(-(offsets**2) / (2 * sigma**2))
+    return weights / weights.sum()
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
+    """Local SSIM of (N, 1, H, W) images, valid part only (H-10, W-10); differentiable."""
+    if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 1:
+        raise InputError(f"SSIM needs two (N, 1, H, W) tensors of one shape; got {tuple(x.shape)}, {tuple(y.shape)}")
+    if min(x.shape[-2:]) < 2 * SSIM_RADIUS + 1:
+        raise InputError(f"SSIM needs images of at least 11 x 11 pixels; got {tuple(x.shape[-2:])}")
+    g = gaussian_window(dtype=x.dtype).to(x.device)
+
+    def blur(image: torch.Tensor) -> torch.Tensor:
+        image = F.conv2d(image, g.view(1, 1, 1, -1))
+        return F.conv2d(image, g.view(1, 1, -1, 1))
+
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+
+
+def ssim(image: np.ndarray, reference: np.ndarray, window: Window) -> float:
+    """Mean SSIM of one 2-D slice against the reference, both clipped to ``window``."""
+    x, y = _pair(image, reference, window)
+    as_tensor = lambda a: torch.from_numpy(a)[None, None]  # noqa: E731
+    return float(ssim_map(as_tensor(x), as_tensor(y), window.data_range).mean())
+
+
+def psnr(image: np.ndarray, reference: np.ndarray, window: Window) -> float:
+    """PSNR in dB with the window's width as the peak; inf for identical images."""
+    x, y = _pair(image, reference, window)
+    mse = float(np.mean((x - y) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(window.data_range**2 / mse)
+
+
+def rmse(image: np.ndarray, reference: np.ndarray, window: Window) -> float:
+    """Root mean squared difference in HU inside the window."""
+    x, y = _pair(image, reference, window)
+    return float(np.sqrt(np.mean((x - y) ** 2)))
+
+
+def slice_metrics(image: np.ndarray, reference: np.ndarray, window: Window) -> dict[str, float]:
+    """PSNR, SSIM, RMSE (HU) and normalised RMSE (RMSE / data range) of one slice."""
+    error = rmse(image, reference, window)
+    return {
+        "psnr": psnr(image, reference, window),
+        "ssim": ssim(image, reference, window),
+        "rmse_hu": error,
+        "nrmse": error / window.data_range,
+    }
+
+
+def _pair(image: np.ndarray, reference: np.ndarray, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    image, reference = np.asarray(image), np.asarray(reference)
+    if image.shape != reference.shape or image.ndim != 2:
+        raise InputError(f"metrics compare two 2-D slices of one shape; got {image.shape} and {reference.shape}")
+    if not (np.isfinite(image).all() and np.isfinite(reference).all()):
+        raise InputError("an image holds NaN or infinite values; metrics need finite HU")
+    return window.clip(image), window.clip(reference)

@@ -1,0 +1,77 @@
+"""Training checkpoints: everything needed to continue a run exactly, written atomically.
+
+A checkpoint is a ``torch.save`` dict of tensors, numbers, strings and plain containers only,
+so it loads with ``weights_only=True`` (no pickle of arbitrary objects).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from LDCTDenoiseLib.atomic import atomic_file
+from LDCTDenoiseLib.errors import InputError, WeightsError
+from LDCTDenoiseLib.weights import MANIFEST_NAME, load_model
+
+CHECKPOINTS = "checkpoints"
+PATTERN = re.compile(r"step-(\d+)\.pt$")
+
+
+def checkpoint_path(run: Path, step: int) -> Path:
+    return run / CHECKPOINTS / f"step-{step:08d}.pt"
+
+
+def save_checkpoint(state: dict, run: Path, keep: int) -> Path:
+    path = checkpoint_path(run, state["step"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
+    for old in list_checkpoints(run)[:-keep] if keep > 0 else []:
+        old.unlink()
+    return path
+
+
+def list_checkpoints(run: Path) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    folder = run / CHECKPOINTS
+    found = [p for p in folder.glob("step-*.pt") if PATTERN.search(p.name)] if folder.is_dir() else []
+    return sorted(found, key=lambda p: int(PATTERN.search(p.name).group(1)))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder (its latest checkpoint)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        found = list_checkpoints(path)
+        if not found:
+            raise InputError(
+                f"{path} holds no checkpoints ({CHECKPOINTS}/step-*.pt); give a checkpoint or a run folder"
+            )
+        return found[-1]
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = resolve_checkpoint(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated file, not a torch file, or pickled objects
+        raise WeightsError(f"{path} is not a readable training checkpoint ({str(error).splitlines()[0]})") from error
+    if not isinstance(state, dict) or "generator" not in state or "step" not in state:
+        raise WeightsError(f"{path} is not a training checkpoint of this project (no generator/step)")
+    state["path"] = str(path)
+    return state
+
+
+def generator_state(source: str | Path) -> tuple[dict, dict]:
+    """(state dict, model config) of a generator from a checkpoint, a run folder or an exported model."""
+    source = Path(source).expanduser()
+    if (source / MANIFEST_NAME).is_file() or source.name == MANIFEST_NAME or source.suffix == ".safetensors":
+        loaded = load_model(source)
+        return loaded.generator.state_dict(), dict(loaded.manifest["config"])
+    state = load_checkpoint(source)
+    return state["generator"], dict(state["config"]["model"])

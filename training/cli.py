@@ -1,0 +1,119 @@
+"""``ldct-train``: stage1 | stage2 (train), export (model folder for the module), evaluate, prepare (caches)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from LDCTDenoiseLib.atomic import write_atomically
+from LDCTDenoiseLib.errors import LDCTError
+
+from .config import load_config
+from .data import load_patients, split_patients
+from .evaluate import evaluate, load_any_model, markdown_table
+from .export import export_model
+from .trainer import Trainer
+from .volumes import SeriesCache, training_volumes
+
+RUNS = Path("runs")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (LDCTError, OSError, ValueError) as error:
+        print(f"ldct-train: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 130 if type(error).__name__ == "Cancelled" else 1
+    return 0
+
+
+def train_command(args: argparse.Namespace) -> None:
+    config = load_config(args.config, args.set + [f"stage={args.stage}"])
+    run = Path(args.out) if args.out else RUNS / config.name
+    if args.resume is None and (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir()):
+        raise LDCTError(f"{run} already holds checkpoints; pass --resume to continue it or --out NEW_FOLDER")
+    resume = (run if args.resume == "last" else args.resume) if args.resume else None
+    last = Trainer(config, run, resume, quiet=args.quiet).train()
+    if last is not None:
+        print(f"ldct-train: {config.stage} finished; last checkpoint {last}")
+
+
+def export_command(args: argparse.Namespace) -> None:
+    manifest = export_model(args.checkpoint, args.out, half=args.half, name=args.name)
+    print(f"ldct-train: exported {manifest}")
+
+
+def evaluate_command(args: argparse.Namespace) -> None:
+    config = load_config(args.config, args.set)
+    result = evaluate(
+        load_any_model(args.model), config, args.split, args.dose, args.seed, args.max_slices, args.device, args.quiet
+    )
+    if args.out:
+        write_atomically(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+    low_dose = result["low_dose"]
+    print(
+        f"{result['split']} patients {', '.join(result['patients'])}; low dose {low_dose['dose_fraction']:g}, "
+        f"seed {low_dose['seed']}; Gaussian sigma {result['gaussian_sigma_px']} px "
+        f"(tuned on {result['gaussian_sigma_tuned_on']})"
+    )
+    print(markdown_table(result["summary"]))
+
+
+def prepare_command(args: argparse.Namespace) -> None:
+    """Decode every series and simulate the low-dose volumes a config needs, ahead of training."""
+    config = load_config(args.config, args.set)
+    data = config.data
+    splits = split_patients(load_patients(data.dataset), data.validation, data.test, data.split_seed)
+    cache = SeriesCache(data.cache, data.simulation_workers, args.quiet)
+    training_volumes(config, splits["train"], cache)
+    for name, patients in splits.items():
+        print(f"{name}: {', '.join(p.name for p in patients) or '-'}")
+    print(f"cache: {cache.folder}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ldct-train", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    for stage, summary in (("stage1", "pretrain on NDCT + noise"), ("stage2", "WGAN-GP on unaligned LDCT/NDCT")):
+        command = commands.add_parser(stage, help=summary)
+        _config_arguments(command)
+        command.add_argument("--out", help="run folder (default runs/<config name>)")
+        command.add_argument(
+            "--resume", nargs="?", const="last", help="continue from a checkpoint (default: the run's last)"
+        )
+        command.set_defaults(run=train_command, stage=stage)
+    command = commands.add_parser("export", help="write the module's model folder from a checkpoint")
+    command.add_argument("checkpoint", help="checkpoint file or run folder (its last checkpoint)")
+    command.add_argument("--out", required=True, help="model folder, e.g. Resources/Models/default")
+    command.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
+    command.add_argument("--name", default="default")
+    command.set_defaults(run=export_command)
+    command = commands.add_parser("evaluate", help="metrics of a model on the held-out patients")
+    command.add_argument("model", help="exported model folder, checkpoint file or run folder")
+    _config_arguments(command)
+    command.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    command.add_argument("--dose", type=float, help="low-dose fraction (default validation.dose_fraction)")
+    command.add_argument("--seed", type=int, help="noise seed (default validation.seed)")
+    command.add_argument("--max-slices", type=int, default=0, help="evenly spaced slices per patient (0 = all)")
+    command.add_argument("--device", default="auto")
+    command.add_argument("--out", help="JSON file with every per-slice figure")
+    command.set_defaults(run=evaluate_command)
+    command = commands.add_parser("prepare", help="decode series and simulate low dose into the cache")
+    _config_arguments(command)
+    command.set_defaults(run=prepare_command)
+    return parser
+
+
+def _config_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--config", required=True, help="YAML file or preset name (training/presets)")
+    command.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. schedule.epochs=10"
+    )
+    command.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

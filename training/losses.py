@@ -1,0 +1,81 @@
+"""Losses of both stages: L1 + SSIM + perceptual (stage 1), WGAN-GP critic and generator (stage 2)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from LDCTDenoiseLib.metrics import gaussian_window, ssim_map
+
+from .config import LossConfig
+
+
+def ssim_loss(output: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
+    """1 - mean SSIM (Wang et al. window), computed in fp32 whatever the autocast."""
+    with torch.autocast(output.device.type, enabled=False):
+        return 1.0 - ssim_map(output.float(), target.float(), data_range).mean()
+
+
+def perceptual_loss(features: nn.Module, output: Tensor, target: Tensor) -> Tensor:
+    """Mean squared difference of VGG-19 features (target features carry no gradient)."""
+    with torch.no_grad():
+        wanted = features(target)
+    return F.mse_loss(features(output), wanted)
+
+
+def stage1_loss(output: Tensor, target: Tensor, weights: LossConfig, features: nn.Module | None) -> dict[str, Tensor]:
+    """The paper's pretraining loss ``L1 + 2 (1 - SSIM) + perceptual``, with each term reported."""
+    terms = {"l1": F.l1_loss(output, target), "ssim": ssim_loss(output, target)}
+    total = weights.l1 * terms["l1"] + weights.ssim * terms["ssim"]
+    if weights.perceptual > 0 and features is not None:
+        terms["perceptual"] = perceptual_loss(features, output, target)
+        total = total + weights.perceptual * terms["perceptual"]
+    terms["loss"] = total
+    return terms
+
+
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, epsilon: Tensor) -> Tensor:
+    """``E[(||grad D(x_hat)|| - 1)^2]`` at ``x_hat = eps * real + (1 - eps) * fake`` (Gulrajani et al.)."""
+    mixed = (epsilon * real + (1 - epsilon) * fake).requires_grad_(True)
+    scores = critic(mixed)
+    (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def critic_loss(
+    critic: nn.Module, real: Tensor, fake: Tensor, epsilon: Tensor, penalty_weight: float
+) -> dict[str, Tensor]:
+    """``-E[D(ndct)] + E[D(G(ldct))] + lambda * GP``; one critic pass over real, fake and mixed.
+
+    One pass (the critic has no batch norm, so this equals three passes) keeps DistributedDataParallel
+    to a single forward per backward.
+    """
+    n = real.shape[0]
+    mixed = (epsilon * real + (1 - epsilon) * fake).requires_grad_(True)
+    with torch.autocast(real.device.type, enabled=False):
+        scores = critic(torch.cat([real, fake, mixed]).float())
+        (grad,) = torch.autograd.grad(scores[2 * n :].sum(), mixed, create_graph=True)
+        penalty = ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+    wasserstein = scores[:n].mean() - scores[n : 2 * n].mean()
+    return {
+        "critic": -wasserstein + penalty_weight * penalty,
+        "wasserstein": wasserstein.detach(),
+        "gp": penalty.detach(),
+    }
+
+
+def structure_loss(output: Tensor, source: Tensor, sigma_px: float) -> Tensor:
+    """L1 between low-pass versions of G(LDCT) and the LDCT: keeps anatomy, lets noise go."""
+    radius = max(1, int(3 * sigma_px + 0.5))
+    g = gaussian_window(sigma_px, radius, dtype=output.dtype).to(output.device)
+
+    def blur(image: Tensor) -> Tensor:
+        image = F.pad(image, (radius, radius, radius, radius), mode="replicate")
+        return F.conv2d(F.conv2d(image, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
+
+    return F.l1_loss(blur(output), blur(source))
+
+
+def generator_adversarial_loss(critic: nn.Module, fake: Tensor) -> Tensor:
+    return -critic(fake.float()).mean()

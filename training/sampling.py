@@ -1,0 +1,201 @@
+"""Random training crops: stage-1 (noisy, clean) pairs and stage-2 unaligned (LDCT, NDCT) pairs.
+
+Every sample is a pure function of (seed, sample index): the DataLoader may use any number of
+workers and a resumed run draws exactly the crops the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch.utils.data import Dataset, Sampler
+
+from LDCTDenoiseLib.normalization import Normalization
+
+from .config import NoiseConfig, Stage2Config
+
+TISSUE_HU = -700.0  # a crop must hold some pixels above this (not air only)
+CROP_TRIES = 20
+
+
+@dataclass(frozen=True)
+class SlicePair:
+    """Aligned arrays of one patient: the normal-dose volume and its noisy versions (if any)."""
+
+    ndct: np.ndarray  # (slices, rows, columns) HU, usually memory-mapped
+    ldct: tuple[np.ndarray, ...] = ()  # same grid; simulated low-dose realisations or a real LDCT
+    simulated: bool = True  # a real LDCT is already unaligned; a simulated one is deformed
+
+
+class CropDataset(Dataset):
+    """Crops of random slices, weighted by slice count, drawn again while they are air only."""
+
+    def __init__(
+        self,
+        volumes: list[SlicePair],
+        crop: int,
+        seed: int,
+        normalization: Normalization,
+        min_tissue_fraction: float = 0.1,
+    ) -> None:
+        if not volumes:
+            raise ValueError("no training volumes")
+        self.volumes = volumes
+        self.crop = crop
+        self.seed = seed
+        self.normalization = normalization
+        self.min_tissue_fraction = min_tissue_fraction
+        counts = np.array([v.ndct.shape[0] for v in volumes])
+        self._slice_weights = counts / counts.sum()
+        for v in volumes:
+            if min(v.ndct.shape[1:]) < crop:
+                raise ValueError(f"slices of {v.ndct.shape[1:]} pixels are smaller than the crop {crop}")
+
+    def __len__(self) -> int:  # samples are drawn by index; any index is valid
+        return 2**62
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, index])
+
+    def locate(self, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        """(volume, slice, top, left) of a crop with enough tissue (the last try otherwise)."""
+        for _ in range(CROP_TRIES):
+            v = int(rng.choice(len(self.volumes), p=self._slice_weights))
+            ndct = self.volumes[v].ndct
+            k = int(rng.integers(ndct.shape[0]))
+            top = int(rng.integers(ndct.shape[1] - self.crop + 1))
+            left = int(rng.integers(ndct.shape[2] - self.crop + 1))
+            patch = ndct[k, top : top + self.crop, left : left + self.crop]
+            if np.mean(patch > TISSUE_HU) >= self.min_tissue_fraction:
+                break
+        return v, k, top, left
+
+    def tensors(self, noisy: np.ndarray, clean: np.ndarray) -> dict[str, torch.Tensor]:
+        as_input = lambda hu: torch.from_numpy(self.normalization.to_network(hu).astype(np.float32))[None]  # noqa: E731
+        return {"input": as_input(noisy), "target": as_input(clean)}
+
+
+class Stage1Crops(CropDataset):
+    """Stage 1: pixel-aligned (noisy, clean) crops; noise is Gaussian or projection-domain."""
+
+    def __init__(
+        self,
+        volumes: list[SlicePair],
+        crop: int,
+        seed: int,
+        normalization: Normalization,
+        noise: NoiseConfig,
+        min_tissue_fraction: float = 0.1,
+    ) -> None:
+        super().__init__(volumes, crop, seed, normalization, min_tissue_fraction)
+        self.noise = noise
+        if noise.kind == "projection" and not all(v.ldct for v in volumes):
+            raise ValueError("projection noise needs the simulated low-dose volumes of every patient")
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = self.rng(index)
+        v, k, top, left = self.locate(rng)
+        window = (k, slice(top, top + self.crop), slice(left, left + self.crop))
+        clean = np.asarray(self.volumes[v].ndct[window], dtype=np.float32)
+        if self.noise.kind == "projection":
+            realisations = self.volumes[v].ldct
+            noisy = np.asarray(realisations[int(rng.integers(len(realisations)))][window], dtype=np.float32)
+        else:
+            noisy = clean + gaussian_noise(rng, clean.shape, self.noise)
+        return self.tensors(noisy, clean)
+
+
+class Stage2Pairs(CropDataset):
+    """Stage 2: an LDCT crop and the NDCT crop of the same table position, not pixel-aligned.
+
+    With a simulated LDCT the NDCT comes from a nearby slice (offset up to ``max_slice_offset``)
+    and is moved by a small random rotation, shift and smooth elastic deformation, as a patient
+    moves between two scans. A real LDCT is used as it is (already another scan).
+    """
+
+    def __init__(
+        self,
+        volumes: list[SlicePair],
+        crop: int,
+        seed: int,
+        normalization: Normalization,
+        pairs: Stage2Config,
+        min_tissue_fraction: float = 0.1,
+    ) -> None:
+        super().__init__(volumes, crop, seed, normalization, min_tissue_fraction)
+        self.pairs = pairs
+        if not all(v.ldct for v in volumes):
+            raise ValueError("stage 2 needs an LDCT (real or simulated) for every patient")
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = self.rng(index)
+        v, k, top, left = self.locate(rng)
+        volume = self.volumes[v]
+        ldct = volume.ldct[int(rng.integers(len(volume.ldct)))]
+        noisy = np.asarray(ldct[k, top : top + self.crop, left : left + self.crop], dtype=np.float32)
+        if volume.simulated:
+            offset = int(rng.integers(-self.pairs.max_slice_offset, self.pairs.max_slice_offset + 1))
+            k_ndct = int(np.clip(k + offset, 0, volume.ndct.shape[0] - 1))
+            clean = deformed_crop(volume.ndct[k_ndct], top, left, self.crop, self.pairs, rng)
+        else:
+            clean = np.asarray(volume.ndct[k, top : top + self.crop, left : left + self.crop], dtype=np.float32)
+        return self.tensors(noisy, clean)
+
+
+def gaussian_noise(rng: np.random.Generator, shape: tuple[int, int], noise: NoiseConfig) -> np.ndarray:
+    """White Gaussian noise in HU; optionally its std varies smoothly over the crop."""
+    low, high = noise.gaussian_std_hu
+    std = rng.uniform(low, high)
+    field = rng.standard_normal(shape).astype(np.float32) * std
+    if noise.spatially_varying:
+        coarse = rng.uniform(0.5, 1.5, size=(4, 4))
+        field *= ndimage.zoom(coarse, (shape[0] / 4, shape[1] / 4), order=1, mode="nearest")
+    return field
+
+
+def deformed_crop(
+    image: np.ndarray, top: int, left: int, crop: int, pairs: Stage2Config, rng: np.random.Generator
+) -> np.ndarray:
+    """The crop at (top, left) of ``image`` after a random rigid + elastic motion (HU, air outside)."""
+    rows, columns = np.mgrid[0:crop, 0:crop].astype(np.float64)
+    centre = (crop - 1) / 2
+    angle = np.radians(rng.uniform(-pairs.rotation_deg, pairs.rotation_deg))
+    shift = rng.uniform(-pairs.shift_px, pairs.shift_px, size=2)
+    y, x = rows - centre, columns - centre
+    source_y = np.cos(angle) * y - np.sin(angle) * x + centre + top + shift[0]
+    source_x = np.sin(angle) * y + np.cos(angle) * x + centre + left + shift[1]
+    if pairs.elastic_px > 0:
+        grid = pairs.elastic_grid
+        for coordinates in (source_y, source_x):
+            coarse = rng.uniform(-pairs.elastic_px, pairs.elastic_px, size=(grid, grid))
+            coordinates += ndimage.zoom(coarse, crop / grid, order=3, mode="nearest")[:crop, :crop]
+    return ndimage.map_coordinates(
+        np.asarray(image, dtype=np.float32), [source_y, source_x], order=1, mode="constant", cval=-1024.0
+    ).astype(np.float32)
+
+
+class StepBatches(Sampler[list[int]]):
+    """Sample indices of each step's batch (this process's share), from ``start_step`` on.
+
+    Step ``s`` of a run always uses samples ``s*batch .. s*batch+batch-1`` of the global batch;
+    DDP process ``rank`` takes its contiguous slice of them.
+    """
+
+    def __init__(self, batch: int, start_step: int, end_step: int, rank: int = 0, world_size: int = 1) -> None:
+        if batch % world_size:
+            raise ValueError(f"the batch ({batch}) must divide among {world_size} processes")
+        self.batch, self.start, self.end = batch, start_step, end_step
+        self.local = batch // world_size
+        self.offset = rank * self.local
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.end):
+            first = step * self.batch + self.offset
+            yield list(range(first, first + self.local))
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)

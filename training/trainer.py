@@ -1,0 +1,301 @@
+"""The training loop of both stages: data, optimisation, checkpoints, exact resume, logs, validation.
+
+A step of stage 1 is one generator update on one batch. A step of stage 2 is ``critic_steps``
+critic updates, each on a fresh batch, then one generator update on the last batch's LDCT.
+An epoch is ``epoch_samples / batch`` steps; learning rates decay every ``lr_step_epochs`` epochs.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from LDCTDenoiseLib.errors import Cancelled, InputError
+from LDCTDenoiseLib.inference import resolve_device
+from LDCTDenoiseLib.model import Generator, GeneratorConfig
+from LDCTDenoiseLib.normalization import Normalization
+
+from . import distributed
+from .checkpoint import generator_state, load_checkpoint, save_checkpoint
+from .config import TrainConfig, save_config
+from .critic import Critic
+from .data import Patient, load_patients, split_patients
+from .losses import critic_loss, generator_adversarial_loss, stage1_loss, structure_loss
+from .sampling import Stage1Crops, Stage2Pairs, StepBatches
+from .validation import Validator
+from .vgg import load_perceptual
+from .volumes import SeriesCache, training_volumes
+
+STAGES = ("stage1", "stage2")
+
+
+class Trainer:
+    """One run of stage 1 or stage 2 in folder ``run`` (config.yaml, log.csv, checkpoints/)."""
+
+    def __init__(
+        self, config: TrainConfig, run: str | Path, resume: str | Path | None = None, quiet: bool = False
+    ) -> None:
+        if config.stage not in STAGES:
+            raise InputError(f"stage must be one of {STAGES}; got {config.stage!r}")
+        if config.data.dataset is None:
+            raise InputError("no dataset: set data.dataset in the config or pass --set data.dataset=PATH")
+        self.config, self.run, self.quiet = config, Path(run), quiet
+        self.device = resolve_device(config.device)
+        self.processes = distributed.start(self.device)
+        if self.device.type == "cuda" and self.processes.enabled:
+            self.device = torch.device("cuda", self.processes.local_rank)
+        self.normalization = Normalization()
+        self.amp_dtype = _amp_dtype(config.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self._build_models()
+        self.step, self.seconds = 0, 0.0  # seconds: training wall time over all sessions of the run
+        if resume is not None:
+            self._restore(load_checkpoint(resume))
+        self.patients = self._split()
+        self.cache = SeriesCache(config.data.cache, config.data.simulation_workers, quiet or not self.processes.is_main)
+        self.validator = (
+            Validator(config, self.patients["validation"], self.cache, self.normalization)
+            if config.schedule.validate and self.processes.is_main and self.patients["validation"]
+            else None
+        )
+
+    def train(self) -> Path:
+        """Run to the configured number of steps; returns the last checkpoint."""
+        config = self.config
+        if self.processes.is_main:
+            self.run.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.run / "config.yaml")
+        batches = self._batches()
+        bar = tqdm(
+            total=config.total_steps,
+            initial=self.step,
+            desc=config.stage,
+            unit="step",
+            disable=self.quiet or not self.processes.is_main,
+            dynamic_ncols=True,
+        )
+        last = None
+        started = time.perf_counter()
+        try:
+            while self.step < config.total_steps:
+                terms = self._train_step(batches)
+                self.step += 1
+                self.seconds += time.perf_counter() - started
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items()})
+                last = self._after_step(terms, time.perf_counter() - started) or last
+                started = time.perf_counter()
+        except KeyboardInterrupt as interrupt:
+            saved = self._save()
+            raise Cancelled(
+                f"training stopped at step {self.step}; resume with --resume {saved or self.run}"
+            ) from interrupt
+        finally:
+            bar.close()
+        return self._save() if last is None or self.step % config.schedule.checkpoint_every else last
+
+    # --- one step -------------------------------------------------------------------------------
+
+    def _train_step(self, batches: Iterator[dict]) -> dict[str, float]:
+        if self.config.stage == "stage1":
+            return self._stage1_step(next(batches))
+        return self._stage2_step([next(batches) for _ in range(self.config.optim.critic_steps)])
+
+    def _stage1_step(self, batch: dict) -> dict[str, float]:
+        noisy, clean = batch["input"].to(self.device), batch["target"].to(self.device)
+        with self._autocast():
+            terms = stage1_loss(self.generator(noisy).float(), clean, self.config.loss, self.features)
+        self._update(self.g_optimizer, terms["loss"])
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def _stage2_step(self, batches: list[dict]) -> dict[str, float]:
+        weights = self.config.loss
+        for batch in batches:
+            noisy, clean = batch["input"].to(self.device), batch["target"].to(self.device)
+            with torch.no_grad(), self._autocast():
+                fake = self.generator(noisy).float()
+            epsilon = torch.rand(clean.shape[0], 1, 1, 1, generator=self.epsilon_rng).to(self.device)
+            critic_terms = critic_loss(self.critic, clean, fake, epsilon, weights.gradient_penalty)
+            self._update(self.c_optimizer, critic_terms["critic"])
+        with self._autocast():
+            fake = self.generator(noisy).float()
+            adversarial = generator_adversarial_loss(self.critic, fake)
+            loss = adversarial
+            if weights.structure > 0:
+                loss = loss + weights.structure * structure_loss(fake, noisy, weights.structure_sigma_px)
+        self._update(self.g_optimizer, loss)
+        critic_terms = {k: float(v.detach()) for k, v in critic_terms.items()}
+        return {"generator": float(loss.detach()), "adversarial": float(adversarial.detach()), **critic_terms}
+
+    def _update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # --- bookkeeping after a step ---------------------------------------------------------------
+
+    def _after_step(self, terms: dict[str, float], seconds: float) -> Path | None:
+        schedule = self.config.schedule
+        end_of_epoch = self.step % self.config.steps_per_epoch == 0
+        if end_of_epoch:
+            for scheduler in self.schedulers:
+                scheduler.step()
+        if self.processes.is_main and (self.step % schedule.log_every == 0 or end_of_epoch):
+            self._log(
+                "log.csv",
+                {
+                    "step": self.step,
+                    "epoch": self.step / self.config.steps_per_epoch,
+                    "lr": self.g_optimizer.param_groups[0]["lr"],
+                    "seconds_per_step": seconds,
+                    **terms,
+                },
+            )
+        if end_of_epoch and self.validator is not None:
+            self._log("validation.csv", {"step": self.step, **self.validator(distributed.unwrap(self.generator))})
+        if self.step % schedule.checkpoint_every == 0:
+            return self._save()
+        return None
+
+    def _log(self, name: str, row: dict) -> None:
+        path = self.run / name
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def _save(self) -> Path | None:
+        """Checkpoint on the main process; every process waits so none runs ahead of a save."""
+        path = None
+        if self.processes.is_main:
+            path = save_checkpoint(self._state(), self.run, self.config.schedule.keep_checkpoints)
+        self.processes.barrier()
+        return path
+
+    def _state(self) -> dict:
+        state = {
+            "format": "ldctdenoise-checkpoint/1",
+            "stage": self.config.stage,
+            "step": self.step,
+            "seconds": self.seconds,
+            "config": self.config.to_dict(),
+            "normalization": self.normalization.to_dict(),
+            "generator": distributed.unwrap(self.generator).state_dict(),
+            "g_optimizer": self.g_optimizer.state_dict(),
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "scaler": self.scaler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "epsilon": self.epsilon_rng.get_state()},
+        }
+        if self.critic is not None:
+            state["critic"] = distributed.unwrap(self.critic).state_dict()
+            state["c_optimizer"] = self.c_optimizer.state_dict()
+        if self.device.type == "cuda":
+            state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _restore(self, state: dict) -> None:
+        if state.get("stage") != self.config.stage:
+            raise InputError(f"{state['path']} is a {state.get('stage')} checkpoint; this run is {self.config.stage}")
+        distributed.unwrap(self.generator).load_state_dict(state["generator"])
+        self.g_optimizer.load_state_dict(state["g_optimizer"])
+        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
+        self.scaler.load_state_dict(state["scaler"])
+        if self.critic is not None:
+            distributed.unwrap(self.critic).load_state_dict(state["critic"])
+            self.c_optimizer.load_state_dict(state["c_optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.epsilon_rng.set_state(state["rng"]["epsilon"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.step, self.seconds = int(state["step"]), float(state.get("seconds", 0.0))
+
+    # --- construction ---------------------------------------------------------------------------
+
+    def _build_models(self) -> None:
+        config = self.config
+        torch.manual_seed(config.seed)  # the same initial weights on every process
+        generator = Generator(config.model)
+        if config.stage == "stage2" and config.stage2.init_from:
+            state, model_config = generator_state(config.stage2.init_from)
+            if GeneratorConfig.from_dict(model_config) != config.model:
+                raise InputError(
+                    f"stage2.init_from has generator config {model_config}; this run's model is "
+                    f"{config.model.to_dict()} (set model.* to match)"
+                )
+            generator.load_state_dict(state)
+        self.generator = distributed.wrap(generator.to(self.device).train(), self.processes, self.device)
+        optim = config.optim
+        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=optim.lr, betas=tuple(optim.betas))
+        self.critic, self.c_optimizer, self.features = None, None, None
+        optimizers = [self.g_optimizer]
+        if config.stage == "stage2":
+            self.critic = distributed.wrap(Critic(config.data.crop).to(self.device), self.processes, self.device)
+            self.c_optimizer = torch.optim.Adam(
+                self.critic.parameters(), lr=optim.critic_lr or optim.lr, betas=tuple(optim.betas)
+            )
+            optimizers.append(self.c_optimizer)
+        elif config.loss.perceptual > 0:
+            self.features = load_perceptual(config.loss.vgg_weights, config.loss.vgg_layers).to(self.device)
+        self.schedulers = [torch.optim.lr_scheduler.StepLR(o, optim.lr_step_epochs, optim.lr_gamma) for o in optimizers]
+        self.epsilon_rng = torch.Generator().manual_seed(config.seed * 1000 + self.processes.rank)
+
+    def _split(self) -> dict[str, list[Patient]]:
+        data = self.config.data
+        return split_patients(load_patients(data.dataset), data.validation, data.test, data.split_seed)
+
+    def _batches(self) -> Iterator[dict]:
+        config = self.config
+        volumes = training_volumes(config, self.patients["train"], self.cache)
+        common = dict(
+            crop=config.data.crop,
+            seed=config.seed,
+            normalization=self.normalization,
+            min_tissue_fraction=config.data.min_tissue_fraction,
+        )
+        if config.stage == "stage1":
+            dataset = Stage1Crops(volumes, noise=config.noise, **common)
+            per_step = 1
+        else:
+            dataset = Stage2Pairs(volumes, pairs=config.stage2, **common)
+            per_step = config.optim.critic_steps
+        sampler = StepBatches(
+            config.schedule.batch,
+            self.step * per_step,
+            config.total_steps * per_step,
+            self.processes.rank,
+            self.processes.world_size,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=config.data.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        return iter(loader)
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp in ("bf16", "fp16"):
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+    raise InputError(f"amp must be auto, off, bf16 or fp16; got {amp!r}")

@@ -1,0 +1,171 @@
+"""Decode each series once: HU volumes and simulated low-dose versions cached as ``.npy``.
+
+Training reads random crops from many slices; decoding DICOM for each would dominate. Every
+series is decoded once into ``<cache>/<fingerprint>/`` and then memory-mapped, so DataLoader
+workers share the pages. The fingerprint covers the files' paths, sizes and modification
+times, so an edited series is decoded again. Simulated low-dose volumes are keyed by their
+noise settings and seed, so a run is reproducible and a second run pays nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from LDCTDenoiseLib.atomic import atomic_file
+from LDCTDenoiseLib.io import Volume, read_volume
+from LDCTDenoiseLib.simulation.noise import ProjectionNoise, projection_noise_hu
+from LDCTDenoiseLib.weights import cache_dir
+
+from .config import NoiseConfig, TrainConfig
+from .data import Patient
+from .sampling import SlicePair
+
+
+@dataclass(frozen=True)
+class Series:
+    """A cached HU volume (memory-mapped, read-only) with its geometry."""
+
+    hu: np.ndarray
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    def volume(self) -> Volume:
+        return Volume(np.asarray(self.hu), self.spacing, self.origin, np.asarray(self.direction).reshape(3, 3))
+
+
+class SeriesCache:
+    """Decoded NDCT/LDCT series and simulated low-dose volumes of a dataset's patients."""
+
+    def __init__(self, folder: str | Path | None = None, workers: int = 1, quiet: bool = False) -> None:
+        self.folder = Path(folder) if folder is not None else cache_dir() / "training"
+        self.workers = max(1, workers)
+        self.quiet = quiet
+
+    def ndct(self, patient: Patient) -> Series:
+        return self._decoded(patient.ndct)
+
+    def real_pair(self, patient: Patient) -> tuple[Series, Series]:
+        """(LDCT, NDCT resampled onto the LDCT grid): matched by table position, not registered."""
+        if patient.ldct is None:
+            raise ValueError(f"patient {patient.name} has no LDCT series")
+        ldct = self._decoded(patient.ldct)
+        folder = self._entry(patient.ndct) / f"on-{_fingerprint(patient.ldct)}"
+        if not (folder / "hu.npy").is_file():
+            ndct = self.ndct(patient).volume().to_sitk()
+            resampled = sitk.Resample(ndct, ldct.volume().to_sitk(), sitk.Transform(), sitk.sitkLinear, -1024.0)
+            self._store(folder, Volume.from_sitk(resampled))
+        return ldct, self._load(folder)
+
+    def simulated_ldct(self, patient: Patient, settings: ProjectionNoise, seed: int) -> Series:
+        """The NDCT with projection-domain noise of ``settings``; equals ``simulate_low_dose(seed)``."""
+        key = hashlib.sha1(json.dumps([settings.to_dict(), seed], sort_keys=True).encode()).hexdigest()[:16]
+        folder = self._entry(patient.ndct) / f"simulated-{key}"
+        if not (folder / "hu.npy").is_file():
+            ndct = self.ndct(patient)
+            hu = self._simulate(np.asarray(ndct.hu), ndct.spacing[0], settings, seed, patient.name)
+            self._store(folder, ndct.volume().with_array(hu), {"settings": settings.to_dict(), "seed": seed})
+        return self._load(folder)
+
+    def _simulate(self, hu: np.ndarray, pixel_mm: float, settings: ProjectionNoise, seed: int, name: str) -> np.ndarray:
+        generators = np.random.default_rng(seed).spawn(hu.shape[0])  # as simulate_low_dose
+        jobs = [(hu[k], pixel_mm, settings, generators[k]) for k in range(hu.shape[0])]
+        label = f"low dose {settings.dose_fraction:g} {name}"
+        with tqdm(total=len(jobs), desc=label, unit="slice", disable=self.quiet, leave=False) as bar:
+            if self.workers == 1:
+                results = map(_noise_job, jobs)
+                noise = [_advance(bar, result) for result in results]
+            else:
+                with ProcessPoolExecutor(self.workers) as pool:
+                    noise = [_advance(bar, result) for result in pool.map(_noise_job, jobs)]
+        return hu.astype(np.float32) + np.stack(noise)
+
+    def _decoded(self, path: Path) -> Series:
+        folder = self._entry(path)
+        if not (folder / "hu.npy").is_file():
+            self._store(folder, read_volume(path), {"source": str(path)})
+        return self._load(folder)
+
+    def _entry(self, path: Path) -> Path:
+        return self.folder / _fingerprint(path)
+
+    def _store(self, folder: Path, volume: Volume, extra: dict | None = None) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        geometry = {
+            "spacing": volume.spacing,
+            "origin": volume.origin,
+            "direction": [float(v) for v in volume.direction.ravel()],
+            **(extra or {}),
+        }
+        with atomic_file(folder / "geometry.json") as tmp:
+            tmp.write_text(json.dumps(geometry, indent=1))
+        with atomic_file(folder / "hu.npy") as tmp:  # written last: its presence marks a complete entry
+            np.save(tmp, volume.array.astype(np.float32))
+
+    def _load(self, folder: Path) -> Series:
+        geometry = json.loads((folder / "geometry.json").read_text())
+        return Series(
+            hu=np.load(folder / "hu.npy", mmap_mode="r"),
+            spacing=tuple(geometry["spacing"]),
+            origin=tuple(geometry["origin"]),
+            direction=tuple(geometry["direction"]),
+        )
+
+
+def _advance(bar: tqdm, result: np.ndarray) -> np.ndarray:
+    bar.update(1)
+    return result
+
+
+def _noise_job(job: tuple) -> np.ndarray:
+    return projection_noise_hu(*job)
+
+
+def _fingerprint(path: Path) -> str:
+    path = Path(path).resolve()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha1(str(path).encode())
+    for file in files:
+        stat = file.stat()
+        name = file.relative_to(path) if path.is_dir() else file.name
+        digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def projection_settings(noise: NoiseConfig, dose_fraction: float) -> ProjectionNoise:
+    return ProjectionNoise(
+        dose_fraction=dose_fraction,
+        photons_per_ray=noise.photons_per_ray,
+        electronic_std=noise.electronic_std,
+        views=noise.views,
+    )
+
+
+def training_volumes(config: TrainConfig, patients: list[Patient], cache: SeriesCache) -> list[SlicePair]:
+    """Each training patient's NDCT with the low-dose volumes this stage needs (decoded/simulated once)."""
+    needs_low_dose = config.stage == "stage2" or config.noise.kind == "projection"
+    volumes = []
+    for patient in patients:
+        if config.stage == "stage2" and patient.ldct is not None:
+            ldct, ndct = cache.real_pair(patient)
+            volumes.append(SlicePair(ndct.hu, (ldct.hu,), simulated=False))
+            continue
+        ndct = cache.ndct(patient)
+        low_dose = (
+            tuple(
+                cache.simulated_ldct(patient, projection_settings(config.noise, dose), config.noise.seed).hu
+                for dose in config.noise.dose_fractions
+            )
+            if needs_low_dose
+            else ()
+        )
+        volumes.append(SlicePair(ndct.hu, low_dose))
+    return volumes
