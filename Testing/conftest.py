@@ -82,3 +82,23 @@ def dicom_series(tmp_path: Path) -> tuple[Path, Volume]:
     folder = tmp_path / "series"
     write_dicom_series(volume, folder)
     return folder, volume
+
+
+@pytest.fixture(scope="session")
+def phantom_dataset(tmp_path_factory) -> Path:
+    """A dataset folder in the documented convention: three patients, each with a small ndct.nrrd."""
+    from LDCTDenoiseLib.io import write_volume
+    from LDCTDenoiseLib.simulation import make_phantom
+
+    root = tmp_path_factory.mktemp("dataset")
+    for index in range(3):
+        (root / f"patient-{index}").mkdir()
+        write_volume(make_phantom((4, 64, 64), seed=index), root / f"patient-{index}" / "ndct.nrrd")
+    return root
+
+
+def tiny_training_config(dataset: Path, cache: Path, *overrides: str):
+    """The tiny preset on a dataset, with a test-private series cache."""
+    from training.config import load_config
+
+    return load_config("tiny", [f"data.dataset={dataset}", f"data.cache={cache}", *overrides])

@@ -202,5 +202,15 @@ def _build(cls: type, values: dict, where: str) -> Any:
                 raise InputError(f"config key {where}{name} is a section; give a mapping of its keys")
             kwargs[name] = _build(type(default), value, f"{where}{name}.")
         else:
-            kwargs[name] = value
+            kwargs[name] = _coerce(value, known[name].type, f"{where}{name}")
     return cls(**kwargs)
+
+
+def _coerce(value: Any, annotation: str, key: str) -> Any:
+    """YAML reads ``1e-4`` (no dot) as text: numbers are made numbers where the field wants one."""
+    if isinstance(value, str) and "float" in str(annotation):
+        try:
+            return float(value)
+        except ValueError:
+            raise InputError(f"config key {key} wants a number; got {value!r}") from None
+    return value

@@ -32,7 +32,7 @@ class SlicePair:
 
 
 class CropDataset(Dataset):
-    """Crops of random slices, weighted by slice count, drawn again while they are air only."""
+    """Crops of random slices (weighted by slice count) that hold tissue, not air only."""
 
     def __init__(
         self,
@@ -62,17 +62,33 @@ class CropDataset(Dataset):
         return np.random.default_rng([self.seed, index])
 
     def locate(self, rng: np.random.Generator) -> tuple[int, int, int, int]:
-        """(volume, slice, top, left) of a crop with enough tissue (the last try otherwise)."""
+        """(volume, slice, top, left) of a crop around a random tissue pixel with enough tissue.
+
+        Anchoring on a pixel above -700 HU keeps air-only crops out; a crop that still holds too
+        little tissue is drawn again, and after ``CROP_TRIES`` the best one drawn is used.
+        """
+        best, best_fraction = None, -1.0
         for _ in range(CROP_TRIES):
             v = int(rng.choice(len(self.volumes), p=self._slice_weights))
             ndct = self.volumes[v].ndct
             k = int(rng.integers(ndct.shape[0]))
-            top = int(rng.integers(ndct.shape[1] - self.crop + 1))
-            left = int(rng.integers(ndct.shape[2] - self.crop + 1))
-            patch = ndct[k, top : top + self.crop, left : left + self.crop]
-            if np.mean(patch > TISSUE_HU) >= self.min_tissue_fraction:
+            top, left = self._anchored_origin(np.asarray(ndct[k]), rng)
+            fraction = float(np.mean(ndct[k, top : top + self.crop, left : left + self.crop] > TISSUE_HU))
+            if fraction > best_fraction:
+                best, best_fraction = (v, k, top, left), fraction
+            if fraction >= self.min_tissue_fraction:
                 break
-        return v, k, top, left
+        return best
+
+    def _anchored_origin(self, image: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+        rows, columns = image.shape
+        tissue = np.flatnonzero(image > TISSUE_HU)
+        if tissue.size == 0:
+            return int(rng.integers(rows - self.crop + 1)), int(rng.integers(columns - self.crop + 1))
+        row, column = divmod(int(tissue[rng.integers(tissue.size)]), columns)
+        top = int(np.clip(row - rng.integers(self.crop), 0, rows - self.crop))
+        left = int(np.clip(column - rng.integers(self.crop), 0, columns - self.crop))
+        return top, left
 
     def tensors(self, noisy: np.ndarray, clean: np.ndarray) -> dict[str, torch.Tensor]:
         as_input = lambda hu: torch.from_numpy(self.normalization.to_network(hu).astype(np.float32))[None]  # noqa: E731

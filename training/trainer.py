@@ -55,6 +55,7 @@ class Trainer:
         self.amp_dtype = _amp_dtype(config.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self._build_models()
+        self.tensorboard = None
         self.step, self.seconds = 0, 0.0  # seconds: training wall time over all sessions of the run
         if resume is not None:
             self._restore(load_checkpoint(resume))
@@ -72,6 +73,7 @@ class Trainer:
         if self.processes.is_main:
             self.run.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run / "config.yaml")
+            self.tensorboard = _tensorboard(self.run)
         batches = self._batches()
         bar = tqdm(
             total=config.total_steps,
@@ -99,6 +101,8 @@ class Trainer:
             ) from interrupt
         finally:
             bar.close()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
         return self._save() if last is None or self.step % config.schedule.checkpoint_every else last
 
     # --- one step -------------------------------------------------------------------------------
@@ -171,6 +175,10 @@ class Trainer:
         return None
 
     def _log(self, name: str, row: dict) -> None:
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self.tensorboard.add_scalar(f"{name.removesuffix('.csv')}/{key}", value, row["step"])
         path = self.run / name
         new = not path.exists()
         with path.open("a", newline="") as handle:
@@ -289,6 +297,15 @@ class Trainer:
             persistent_workers=False,
         )
         return iter(loader)
+
+
+def _tensorboard(run: Path):
+    """A TensorBoard writer beside the CSV logs when the tensorboard package is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run / "tensorboard"))
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:

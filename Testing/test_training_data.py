@@ -1,0 +1,189 @@
+"""Datasets, patient-level splits, the series cache and the crop samplers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from LDCTDenoiseLib.errors import InputError
+from LDCTDenoiseLib.io import read_volume, write_volume
+from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.simulation import ProjectionNoise, make_phantom, simulate_low_dose
+from training.config import NoiseConfig, Stage2Config
+from training.data import Patient, load_patients, split_patients
+from training.sampling import SlicePair, Stage1Crops, Stage2Pairs, StepBatches
+from training.volumes import SeriesCache
+
+
+def test_folder_convention_finds_each_patients_ndct(phantom_dataset):
+    patients = load_patients(phantom_dataset)
+    assert [p.name for p in patients] == ["patient-0", "patient-1", "patient-2"]
+    assert all(p.ndct.name == "ndct.nrrd" and p.ldct is None and p.split is None for p in patients)
+
+
+def test_csv_manifest_paths_are_relative_to_it_and_fix_splits(phantom_dataset, tmp_path):
+    manifest = tmp_path / "lists" / "data.csv"
+    manifest.parent.mkdir()
+    rel = os.path.relpath(phantom_dataset, manifest.parent)
+    manifest.write_text(
+        "patient,ndct,ldct,split\n"
+        f"a,{phantom_dataset}/patient-0/ndct.nrrd,,test\n"
+        f"b,{rel}/patient-1/ndct.nrrd,{rel}/patient-2/ndct.nrrd,\n"
+    )
+    a, b = load_patients(manifest)
+    assert a.split == "test" and b.split is None
+    assert b.ndct == (phantom_dataset / "patient-1" / "ndct.nrrd").resolve() and b.ldct.name == "ndct.nrrd"
+
+
+def test_yaml_manifest(phantom_dataset, tmp_path):
+    manifest = tmp_path / "data.yaml"
+    manifest.write_text(f"patients:\n  - patient: x\n    ndct: {phantom_dataset}/patient-0/ndct.nrrd\n")
+    assert load_patients(manifest)[0].name == "x"
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [("patient,ndct\nx,missing.nrrd\n", "does not exist"), ("patient,ndct\nx,\n", "'patient' and 'ndct' are required"),
+     ("patient,ndct,split\nx,{ndct},holdout\n", "split must be one of"), ("patient,ndct\n", "lists no patients"),
+     ("patient,ndct\nx,{ndct}\nx,{ndct}\n", "names must be unique")],
+)
+def test_bad_manifests_say_what_is_wrong(phantom_dataset, tmp_path, rows, message):
+    manifest = tmp_path / "data.csv"
+    manifest.write_text(rows.format(ndct=phantom_dataset / "patient-0" / "ndct.nrrd"))
+    with pytest.raises(InputError, match=message):
+        load_patients(manifest)
+
+
+def test_a_patient_folder_without_ndct_is_an_error(tmp_path):
+    (tmp_path / "patient" / "notes").mkdir(parents=True)
+    with pytest.raises(InputError, match="no NDCT found"):
+        load_patients(tmp_path)
+
+
+def _patients(count: int) -> list[Patient]:
+    return [Patient(f"p{i:02d}", Path(f"/data/p{i:02d}")) for i in range(count)]
+
+
+def test_split_is_patient_level_reproducible_and_as_in_the_paper():
+    splits = split_patients(_patients(64), validation=0, test=18, seed=3)
+    assert [len(splits[s]) for s in ("train", "validation", "test")] == [46, 0, 18]
+    names = [p.name for s in splits.values() for p in s]
+    assert sorted(names) == sorted(p.name for p in _patients(64))
+    assert splits == split_patients(_patients(64), validation=0, test=18, seed=3)
+    assert splits != split_patients(_patients(64), validation=0, test=18, seed=4)
+    fractions = split_patients(_patients(64), validation=0.1, test=0.28, seed=0)
+    assert [len(fractions[s]) for s in ("validation", "test")] == [6, 18]
+
+
+def test_manifest_splits_are_kept():
+    patients = _patients(5)
+    patients[0] = Patient("held-out", Path("/x"), split="test")
+    splits = split_patients(patients, validation=1, test=1, seed=0)
+    assert [p.name for p in splits["test"]] == ["held-out"] and len(splits["validation"]) == 1
+
+
+def test_cache_decodes_once_and_simulates_as_the_library_does(phantom_dataset, tmp_path):
+    patient = load_patients(phantom_dataset)[0]
+    cache = SeriesCache(tmp_path / "cache", quiet=True)
+    ndct = cache.ndct(patient)
+    volume = read_volume(patient.ndct)
+    np.testing.assert_array_equal(ndct.hu, volume.array)
+    assert ndct.spacing == volume.spacing and isinstance(ndct.hu, np.memmap)
+    settings = ProjectionNoise(views=32)
+    simulated = cache.simulated_ldct(patient, settings, seed=5)
+    np.testing.assert_allclose(simulated.hu, simulate_low_dose(volume, settings, seed=5).array, atol=1e-4)
+    entry = Path(simulated.hu.filename)
+    stamp = entry.stat().st_mtime_ns
+    assert Path(cache.simulated_ldct(patient, settings, seed=5).hu.filename).stat().st_mtime_ns == stamp
+    assert Path(cache.simulated_ldct(patient, settings, seed=6).hu.filename) != entry
+
+
+def test_parallel_simulation_equals_serial(phantom_dataset, tmp_path):
+    patient = load_patients(phantom_dataset)[1]
+    settings = ProjectionNoise(views=32)
+    serial = SeriesCache(tmp_path / "a", workers=1, quiet=True).simulated_ldct(patient, settings, 0).hu
+    parallel = SeriesCache(tmp_path / "b", workers=2, quiet=True).simulated_ldct(patient, settings, 0).hu
+    np.testing.assert_array_equal(serial, parallel)
+
+
+def test_an_edited_series_is_decoded_again(tmp_path):
+    path = tmp_path / "p" / "ndct.nrrd"
+    path.parent.mkdir()
+    write_volume(make_phantom((2, 32, 32), seed=0), path)
+    cache = SeriesCache(tmp_path / "cache", quiet=True)
+    first = np.array(cache.ndct(Patient("p", path)).hu)
+    write_volume(make_phantom((2, 32, 32), seed=1), path)
+    assert not np.array_equal(first, cache.ndct(Patient("p", path)).hu)
+
+
+def test_real_ldct_pairs_put_the_ndct_on_the_ldct_grid(tmp_path):
+    ndct = make_phantom((4, 48, 48), seed=0)
+    ldct = make_phantom((3, 40, 40), pixel_mm=9.0, slice_mm=2.5, seed=0)
+    write_volume(ndct, tmp_path / "ndct.nrrd")
+    write_volume(ldct, tmp_path / "ldct.nrrd")
+    low, normal = SeriesCache(tmp_path / "cache", quiet=True).real_pair(
+        Patient("p", tmp_path / "ndct.nrrd", tmp_path / "ldct.nrrd"))
+    assert normal.hu.shape == low.hu.shape == (3, 40, 40) and normal.spacing == low.spacing
+
+
+def _pair_volume(seed: int = 0) -> SlicePair:
+    ndct = make_phantom((3, 96, 96), seed=seed).array
+    return SlicePair(ndct, (ndct + np.float32(40.0),))
+
+
+def test_samples_depend_only_on_seed_and_index():
+    dataset = Stage1Crops([_pair_volume()], crop=32, seed=1, normalization=Normalization(), noise=NoiseConfig())
+    first, again, other = dataset[7], dataset[7], dataset[8]
+    assert all(first[k].shape == (1, 32, 32) for k in ("input", "target"))
+    assert np.array_equal(first["input"], again["input"]) and not np.array_equal(first["input"], other["input"])
+
+
+def test_gaussian_stage1_noise_has_the_configured_std():
+    noise = NoiseConfig(gaussian_std_hu=[30.0, 30.0])
+    dataset = Stage1Crops([_pair_volume()], crop=64, seed=0, normalization=Normalization(), noise=noise)
+    scale = Normalization().scale
+    residuals = [(s["input"] - s["target"]).numpy() * scale for s in (dataset[i] for i in range(20))]
+    inside = np.concatenate([r[np.abs(r) < 500] for r in residuals])  # clipping at the range ends aside
+    assert abs(inside.std() - 30.0) < 1.5
+
+
+def test_projection_stage1_pairs_come_from_the_low_dose_volume():
+    noise = NoiseConfig(kind="projection")
+    sample = Stage1Crops([_pair_volume()], crop=32, seed=0, normalization=Normalization(), noise=noise)[3]
+    np.testing.assert_allclose((sample["input"] - sample["target"]).numpy() * Normalization().scale, 40.0, atol=0.01)
+
+
+def test_air_only_crops_are_drawn_again():
+    ndct = np.full((2, 128, 128), -1000.0, dtype=np.float32)
+    ndct[:, 96:, 96:] = 40.0  # tissue in one corner only
+    dataset = Stage1Crops([SlicePair(ndct)], crop=32, seed=0, normalization=Normalization(),
+                          noise=NoiseConfig(gaussian_std_hu=[0.0, 0.0]), min_tissue_fraction=0.1)
+    tissue = [float((dataset[i]["target"] > Normalization().to_network(np.array(-700.0))).float().mean())
+              for i in range(30)]
+    assert min(tissue) >= 0.1
+
+
+def test_stage2_pairs_are_near_but_not_pixel_aligned():
+    ndct = make_phantom((3, 128, 128), seed=0).array
+    volume = SlicePair(ndct, (ndct.copy(),))
+    dataset = Stage2Pairs([volume], crop=64, seed=0, normalization=Normalization(),
+                          pairs=Stage2Config(max_slice_offset=0, rotation_deg=3, shift_px=3, elastic_px=2))
+    differences, correlations = [], []
+    for i in range(10):
+        sample = dataset[i]
+        a, b = sample["input"].numpy().ravel(), sample["target"].numpy().ravel()
+        differences.append(np.abs(a - b).max())
+        correlations.append(np.corrcoef(a, b)[0, 1])
+    assert min(differences) > 0.01  # moved
+    assert np.median(correlations) > 0.6  # but the same anatomy
+
+
+def test_step_batches_split_each_global_batch_among_processes():
+    assert list(StepBatches(4, start_step=2, end_step=4)) == [[8, 9, 10, 11], [12, 13, 14, 15]]
+    ranks = [list(StepBatches(4, 2, 4, rank=r, world_size=2)) for r in (0, 1)]
+    assert ranks == [[[8, 9], [12, 13]], [[10, 11], [14, 15]]]
+    with pytest.raises(ValueError, match="divide"):
+        StepBatches(5, 0, 1, world_size=2)
