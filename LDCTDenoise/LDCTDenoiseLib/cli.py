@@ -1,4 +1,4 @@
-"""``ldct-denoise``: denoise, simulate low dose, make a phantom, report the setup, run the demo."""
+"""``ldct-denoise``: denoise, simulate low dose, compare with an NDCT, make a phantom, show the setup, run the demo."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import LDCTError, OutputError
+from .alignment import REGISTRATIONS
+from .errors import InputError, LDCTError, OutputError
 from .inference import COMPILE_MODES, PRECISIONS, EngineOptions, VolumeDenoiser
 from .io import Volume, read_volume, write_volume
+from .metrics import DEFAULT_WINDOWS, Window
 from .simulation import ProjectionNoise, make_phantom, simulate_low_dose
 from .weights import find_model, model_search_paths
 
@@ -67,6 +69,34 @@ def phantom_command(args: argparse.Namespace) -> dict:
     write_volume(volume, args.output)
     return {"command": "phantom", "output": str(args.output), "shape": list(volume.array.shape),
             "spacing_mm": list(volume.spacing)}
+
+
+def compare_command(args: argparse.Namespace) -> dict:
+    from .report import compare, parse_roi, write_report
+
+    if not args.volume:
+        raise InputError("give the volumes to compare with --volume NAME=PATH (the first sets the grid: the LDCT)")
+    volumes = {}
+    for item in args.volume:
+        name, _, path = item.partition("=")
+        if not name or not path:
+            raise InputError(f"--volume {item!r}: write NAME=PATH, e.g. --volume LDCT=low_dose.nrrd")
+        if name in volumes:
+            raise InputError(f"--volume names must be unique; {name!r} is given twice")
+        volumes[name] = read_volume(path)
+    grid = next(iter(volumes.values()))
+    regions = [parse_roi(text, grid) for text in args.roi]
+    windows = tuple(_window(text) for text in args.window) if args.window else DEFAULT_WINDOWS
+    report = compare(read_volume(args.ndct), volumes, regions, args.register, windows)
+    inputs = {"ndct": str(args.ndct), "volumes": dict(item.partition("=")[::2] for item in args.volume),
+              "regions": args.roi}
+    written = write_report(report, args.out, inputs)
+    for warning in report.warnings:
+        print(f"ldct-denoise: warning: {warning}", file=sys.stderr)
+    return {"command": "compare", "out": str(args.out), "files": [p.name for p in written],
+            "alignment": report.alignment.to_dict(), "notes": report.notes,
+            "means": [{"region": r.region.name, **{k: m[k] for k in ("window", "method", "psnr", "ssim", "rmse_hu")}}
+                      for r in report.regions for m in r.metrics["means"]]}
 
 
 def info_command(args: argparse.Namespace) -> dict:
@@ -177,6 +207,16 @@ def _report(summary: dict, as_json: bool) -> None:
         print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
 
 
+def _window(text: str) -> Window:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--window {text!r}: write LOW,HIGH in HU, e.g. -160,240") from None
+    if high <= low:
+        raise InputError(f"--window {text!r}: HIGH must exceed LOW")
+    return Window(f"window {low:g}..{high:g}", low, high)
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
@@ -224,6 +264,19 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--size", type=int, default=256, help="rows and columns")
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--overwrite", action="store_true")
+
+    sub = command("compare", compare_command, "PSNR/SSIM/RMSE and HU densities of volumes against an NDCT in regions")
+    sub.add_argument("--ndct", required=True, type=Path, help="normal-dose CT of the same patient (the reference)")
+    sub.add_argument("--volume", action="append", default=[], metavar="NAME=PATH",
+                     help="a volume to compare (repeat); the first sets the grid, e.g. LDCT=low.nrrd")
+    sub.add_argument("--roi", action="append", required=True, metavar="NAME=SPEC",
+                     help="region (repeat): NAME=box:CX,CY,CZ:SX,SY,SZ[:RAS], NAME=bounds:X0,X1,Y0,Y1,Z0,Z1[:RAS], "
+                          "NAME=label:PATH[:VALUE] or NAME=hu:LOW,HIGH (mm; LPS unless :RAS)")
+    sub.add_argument("--register", default="none", choices=REGISTRATIONS,
+                     help="register the NDCT to the first volume first (default: scanner coordinates only)")
+    sub.add_argument("--window", action="append", metavar="LOW,HIGH",
+                     help="HU window for the metrics (repeat; default soft tissue -160,240 and full -1024,3072)")
+    sub.add_argument("--out", required=True, type=Path, help="new folder for CSV, JSON, table.md and figures")
 
     command("info", info_command, "show devices, torch and where models are looked for")
 
