@@ -275,7 +275,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--register", default="none", choices=REGISTRATIONS,
                      help="register the NDCT to the first volume first (default: scanner coordinates only)")
     sub.add_argument("--window", action="append", metavar="LOW,HIGH",
-                     help="HU window for the metrics (repeat; default soft tissue -160,240 and full -1024,3072)")
+                     help="HU window for the metrics, written --window=LOW,HIGH (repeat; default soft tissue "
+                          "-160,240 and full range -1024,3072)")
     sub.add_argument("--out", required=True, type=Path, help="new folder for CSV, JSON, table.md and figures")
 
     command("info", info_command, "show devices, torch and where models are looked for")
