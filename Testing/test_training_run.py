@@ -6,6 +6,8 @@ import copy
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -216,3 +218,15 @@ def test_ctrl_c_saves_a_checkpoint_at_the_current_step_and_says_how_to_resume(ph
     with pytest.raises(Cancelled, match="--resume"):
         trainer.train()
     assert [load_checkpoint(p)["step"] for p in list_checkpoints(tmp_path / "run")] == [2]
+
+
+def test_torchrun_with_two_gloo_processes_trains_both_stages(phantom_dataset, tmp_path):
+    data = ["--set", f"data.dataset={phantom_dataset}", "--set", f"data.cache={tmp_path / 'cache'}", "--quiet"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+              str(_free_port()), "-m", "training.cli"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for stage, extra in (("stage1", []), ("stage2", ["--set", f"stage2.init_from={tmp_path / 'stage1'}"])):
+        done = subprocess.run([*launch, stage, "--config", "tiny", "--out", str(tmp_path / stage), *data, *extra],
+                              capture_output=True, text=True, env=environment, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert load_checkpoint(tmp_path / stage)["step"] == 4

@@ -23,7 +23,7 @@ from LDCTDenoiseLib.model import Generator, GeneratorConfig
 from LDCTDenoiseLib.normalization import Normalization
 
 from . import distributed
-from .checkpoint import generator_state, load_checkpoint, save_checkpoint
+from .checkpoint import generator_state, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig, save_config
 from .critic import Critic
 from .data import Patient, load_patients, split_patients
@@ -67,43 +67,39 @@ class Trainer:
             else None
         )
 
-    def train(self) -> Path:
-        """Run to the configured number of steps; returns the last checkpoint."""
+    def train(self) -> Path | None:
+        """Run to the configured number of steps; returns the last checkpoint (None on other processes)."""
         config = self.config
         if self.processes.is_main:
             self.run.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run / "config.yaml")
             self.tensorboard = _tensorboard(self.run)
         batches = self._batches()
-        bar = tqdm(
-            total=config.total_steps,
-            initial=self.step,
-            desc=config.stage,
-            unit="step",
-            disable=self.quiet or not self.processes.is_main,
-            dynamic_ncols=True,
-        )
-        last = None
-        started = time.perf_counter()
+        bar = tqdm(total=config.total_steps, initial=self.step, desc=config.stage, unit="step",
+                   disable=self.quiet or not self.processes.is_main, dynamic_ncols=True)
+        first_step = self.step
         try:
             while self.step < config.total_steps:
+                started = time.perf_counter()
                 terms = self._train_step(batches)
                 self.step += 1
-                self.seconds += time.perf_counter() - started
+                seconds = time.perf_counter() - started
+                self.seconds += seconds
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items()})
-                last = self._after_step(terms, time.perf_counter() - started) or last
-                started = time.perf_counter()
+                self._after_step(terms, seconds)
         except KeyboardInterrupt as interrupt:
             saved = self._save()
-            raise Cancelled(
-                f"training stopped at step {self.step}; resume with --resume {saved or self.run}"
-            ) from interrupt
+            message = f"training stopped at step {self.step}; resume with --resume {saved or self.run}"
+            raise Cancelled(message) from interrupt
         finally:
             bar.close()
             if self.tensorboard is not None:
                 self.tensorboard.close()
-        return self._save() if last is None or self.step % config.schedule.checkpoint_every else last
+        if self.step == first_step or self.step % config.schedule.checkpoint_every:
+            self._save()  # the end of the run is always checkpointed
+        distributed.stop(self.processes)
+        return list_checkpoints(self.run)[-1] if self.processes.is_main else None
 
     # --- one step -------------------------------------------------------------------------------
 
@@ -151,7 +147,7 @@ class Trainer:
 
     # --- bookkeeping after a step ---------------------------------------------------------------
 
-    def _after_step(self, terms: dict[str, float], seconds: float) -> Path | None:
+    def _after_step(self, terms: dict[str, float], seconds: float) -> None:
         schedule = self.config.schedule
         end_of_epoch = self.step % self.config.steps_per_epoch == 0
         if end_of_epoch:
@@ -171,8 +167,7 @@ class Trainer:
         if end_of_epoch and self.validator is not None:
             self._log("validation.csv", {"step": self.step, **self.validator(distributed.unwrap(self.generator))})
         if self.step % schedule.checkpoint_every == 0:
-            return self._save()
-        return None
+            self._save()
 
     def _log(self, name: str, row: dict) -> None:
         if self.tensorboard is not None:
