@@ -30,7 +30,7 @@ def test_paper_stage2_preset_holds_the_papers_schedule():
 
 def test_ablations_inherit_from_the_paper_presets():
     one_step = load_config("ablation-onestep")
-    assert one_step.stage == "stage2" and one_step.stage2.init_from is None and one_step.optim.lr == 1e-5
+    assert one_step.stage == "stage2" and one_step.init_from is None and one_step.optim.lr == 1e-5
     assert one_step.name == "ablation-onestep"
     assert load_config("ablation-firststep").to_dict() | {"name": None} == load_config("paper-stage1").to_dict() | {
         "name": None}
@@ -76,7 +76,7 @@ def test_unknown_preset_lists_the_bundled_ones():
 
 
 def test_numbers_written_without_a_dot_are_numbers():
-    config = load_config("tiny", ["optim.lr=1e-4", "stage2.init_from=null"])
+    config = load_config("tiny", ["optim.lr=1e-4", "init_from=null"])
     assert config.optim.lr == 1e-4
     with pytest.raises(InputError, match="optim.lr wants a number"):
         load_config("tiny", ["optim.lr=fast"])

@@ -102,7 +102,7 @@ def test_stage2_starts_from_the_stage1_weights(phantom_dataset, tmp_path):
     last = Trainer(tiny_training_config(phantom_dataset, tmp_path / "cache", "schedule.validate=false"),
                    tmp_path / "s1", quiet=True).train()
     stage2 = Trainer(tiny_training_config(phantom_dataset, tmp_path / "cache", "stage=stage2",
-                                          f"stage2.init_from={tmp_path / 's1'}"), tmp_path / "s2", quiet=True)
+                                          f"init_from={tmp_path / 's1'}"), tmp_path / "s2", quiet=True)
     for name, value in load_checkpoint(last)["generator"].items():
         assert torch.equal(stage2.generator.state_dict()[name], value)
 
@@ -225,7 +225,7 @@ def test_torchrun_with_two_gloo_processes_trains_both_stages(phantom_dataset, tm
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
               str(_free_port()), "-m", "training.cli"]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for stage, extra in (("stage1", []), ("stage2", ["--set", f"stage2.init_from={tmp_path / 'stage1'}"])):
+    for stage, extra in (("stage1", []), ("stage2", ["--set", f"init_from={tmp_path / 'stage1'}"])):
         done = subprocess.run([*launch, stage, "--config", "tiny", "--out", str(tmp_path / stage), *data, *extra],
                               capture_output=True, text=True, env=environment, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]

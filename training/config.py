@@ -18,7 +18,7 @@ from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.model import GeneratorConfig
 
 PRESETS = Path(__file__).resolve().parent / "presets"
-PATH_KEYS = {("data", "dataset"), ("data", "cache"), ("loss", "vgg_weights"), ("stage2", "init_from")}
+PATH_KEYS = {("data", "dataset"), ("data", "cache"), ("loss", "vgg_weights"), ("init_from",)}
 
 
 @dataclass
@@ -81,7 +81,6 @@ class ScheduleConfig:
 
 @dataclass
 class Stage2Config:
-    init_from: str | None = None  # stage-1 checkpoint or exported model; None: from scratch (oneStep)
     max_slice_offset: int = 1  # slices between the LDCT and NDCT of a simulated pair
     rotation_deg: float = 2.0
     shift_px: float = 3.0
@@ -104,6 +103,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
+    init_from: str | None = None  # generator weights to start from: a run folder, checkpoint or exported model
     model: GeneratorConfig = field(default_factory=GeneratorConfig)
     data: DataConfig = field(default_factory=DataConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
@@ -161,10 +161,12 @@ def _read_yaml(path: Path) -> dict:
     values = yaml.safe_load(path.read_text()) or {}
     if not isinstance(values, dict):
         raise InputError(f"{path}: a config file is a YAML mapping")
-    for section, key in PATH_KEYS:
-        value = values.get(section, {}).get(key) if isinstance(values.get(section), dict) else None
-        if value not in (None, "random"):
-            values[section][key] = str((path.parent / Path(value).expanduser()).resolve())
+    for keys in PATH_KEYS:
+        parent = values
+        for key in keys[:-1]:
+            parent = parent.get(key) if isinstance(parent.get(key), dict) else {}
+        if parent.get(keys[-1]) not in (None, "random"):
+            parent[keys[-1]] = str((path.parent / Path(parent[keys[-1]]).expanduser()).resolve())
     base = values.pop("base", None)
     if base is None:
         return values

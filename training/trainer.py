@@ -234,11 +234,11 @@ class Trainer:
         config = self.config
         torch.manual_seed(config.seed)  # the same initial weights on every process
         generator = Generator(config.model)
-        if config.stage == "stage2" and config.stage2.init_from:
-            state, model_config = generator_state(config.stage2.init_from)
+        if config.init_from:
+            state, model_config = generator_state(config.init_from)
             if GeneratorConfig.from_dict(model_config) != config.model:
                 raise InputError(
-                    f"stage2.init_from has generator config {model_config}; this run's model is "
+                    f"init_from has generator config {model_config}; this run's model is "
                     f"{config.model.to_dict()} (set model.* to match)"
                 )
             generator.load_state_dict(state)
@@ -264,7 +264,11 @@ class Trainer:
 
     def _batches(self) -> Iterator[dict]:
         config = self.config
+        if not self.processes.is_main:
+            self.processes.barrier()  # the main process decodes and simulates into the cache first
         volumes = training_volumes(config, self.patients["train"], self.cache)
+        if self.processes.is_main:
+            self.processes.barrier()
         common = dict(
             crop=config.data.crop,
             seed=config.seed,
