@@ -98,13 +98,17 @@ def test_resume_refuses_a_checkpoint_of_the_other_stage(phantom_dataset, tmp_pat
                 resume=last, quiet=True)
 
 
-def test_stage2_starts_from_the_stage1_weights(phantom_dataset, tmp_path):
+def test_stage2_starts_from_the_stage1_weights_and_the_export_records_the_lineage(phantom_dataset, tmp_path):
     last = Trainer(tiny_training_config(phantom_dataset, tmp_path / "cache", "schedule.validate=false"),
                    tmp_path / "s1", quiet=True).train()
-    stage2 = Trainer(tiny_training_config(phantom_dataset, tmp_path / "cache", "stage=stage2",
-                                          f"init_from={tmp_path / 's1'}"), tmp_path / "s2", quiet=True)
+    config = tiny_training_config(phantom_dataset, tmp_path / "cache", "stage=stage2", "schedule.validate=false",
+                                  f"init_from={tmp_path / 's1'}")
+    stage2 = Trainer(config, tmp_path / "s2", quiet=True)
     for name, value in load_checkpoint(last)["generator"].items():
         assert torch.equal(stage2.generator.state_dict()[name], value)
+    manifest = export_model(stage2.train(), tmp_path / "model")
+    lineage = json.loads(manifest.read_text())["provenance"]["initialised_from"]
+    assert [(step["run"], step["stage"], step["steps"]) for step in lineage] == [("s1", "stage1", 4)]
 
 
 def _free_port() -> int:

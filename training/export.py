@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from LDCTDenoiseLib.errors import InputError, WeightsError
 from LDCTDenoiseLib.model import Generator, GeneratorConfig
 from LDCTDenoiseLib.normalization import Normalization
 from LDCTDenoiseLib.weights import DEFAULT_MODEL, save_model, sha256_of
@@ -36,6 +37,7 @@ def export_model(
         "steps": state["step"],
         "training_seconds": round(float(state.get("seconds", 0.0)), 1),
         "checkpoint": {"file": Path(state["path"]).name, "sha256": sha256_of(Path(state["path"]))},
+        "initialised_from": _lineage(config.get("init_from")),
         "config": config,
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "software": {"torch": torch.__version__, "python": platform.python_version(), "git": _git_commit()},
@@ -50,6 +52,22 @@ def export_model(
         name=name,
         half=half,
     )
+
+
+def _lineage(source: str | None) -> list[dict]:
+    """The runs this one started from (stage, steps, seconds), as far as their checkpoints are present."""
+    chain = []
+    while source and len(chain) < 10:
+        try:
+            state = load_checkpoint(source)
+        except (InputError, WeightsError):  # an exported model, or a run no longer on this machine
+            chain.append({"source": str(source)})
+            break
+        chain.append({"run": Path(state["path"]).parent.parent.name, "stage": state["stage"], "steps": state["step"],
+                      "training_seconds": round(float(state.get("seconds", 0.0)), 1),
+                      "crop": state["config"]["data"]["crop"], "batch": state["config"]["schedule"]["batch"]})
+        source = state["config"].get("init_from")
+    return chain
 
 
 def _git_commit() -> str | None:
