@@ -90,3 +90,14 @@ def test_an_existing_report_folder_is_not_overwritten(simulated_pair, tmp_path, 
     (out / "keep.txt").write_text("mine")
     assert _run(simulated_pair, out) == 1
     assert "not an empty folder" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
+
+
+def test_hu_range_regions_are_chosen_on_the_ndct_not_on_a_noisy_volume(simulated_pair):
+    from LDCTDenoiseLib.io import read_volume
+    from LDCTDenoiseLib.report import compare, parse_roi
+
+    ndct, ldct = read_volume(simulated_pair / "ndct.nrrd"), read_volume(simulated_pair / "ldct.nrrd")
+    report = compare(ndct, {"LDCT": ldct}, [parse_roi("soft=hu:-100,100")])
+    mask = report.regions[0].region.mask
+    assert np.all((ndct.array[mask] >= -100) & (ndct.array[mask] <= 100))
+    assert "of the NDCT" in report.regions[0].region.description

@@ -84,8 +84,7 @@ def compare_command(args: argparse.Namespace) -> dict:
         if name in volumes:
             raise InputError(f"--volume names must be unique; {name!r} is given twice")
         volumes[name] = read_volume(path)
-    grid = next(iter(volumes.values()))
-    regions = [parse_roi(text, grid) for text in args.roi]
+    regions = [parse_roi(text) for text in args.roi]
     windows = tuple(_window(text) for text in args.window) if args.window else DEFAULT_WINDOWS
     report = compare(read_volume(args.ndct), volumes, regions, args.register, windows)
     inputs = {"ndct": str(args.ndct), "volumes": dict(item.partition("=")[::2] for item in args.volume),
@@ -271,7 +270,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="a volume to compare (repeat); the first sets the grid, e.g. LDCT=low.nrrd")
     sub.add_argument("--roi", action="append", required=True, metavar="NAME=SPEC",
                      help="region (repeat): NAME=box:CX,CY,CZ:SX,SY,SZ[:RAS], NAME=bounds:X0,X1,Y0,Y1,Z0,Z1[:RAS], "
-                          "NAME=label:PATH[:VALUE] or NAME=hu:LOW,HIGH (mm; LPS unless :RAS)")
+                          "NAME=label:PATH[:VALUE] or NAME=hu:LOW,HIGH (NDCT HU in the body; mm, LPS unless :RAS)")
     sub.add_argument("--register", default="none", choices=REGISTRATIONS,
                      help="register the NDCT to the first volume first (default: scanner coordinates only)")
     sub.add_argument("--window", action="append", metavar="LOW,HIGH",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,9 +50,21 @@ class ComparisonReport:
         return self.alignment.warnings
 
 
-def parse_roi(text: str, grid: Volume) -> Region:
+@dataclass(frozen=True)
+class RegionSpec:
+    """A region still to be put on a grid: ``build(grid, ndct_on_grid)`` makes its mask.
+
+    HU-range regions are taken from the NDCT (on the LDCT grid), not from a noisy volume: selecting
+    voxels by their noisy HU would bias every figure of that region.
+    """
+
+    name: str
+    build: Callable[[Volume, Volume], Region]
+
+
+def parse_roi(text: str) -> RegionSpec:
     """``NAME=box:CX,CY,CZ:SX,SY,SZ[:RAS]``, ``NAME=bounds:X0,X1,Y0,Y1,Z0,Z1[:RAS]``,
-    ``NAME=label:PATH[:VALUE]`` or ``NAME=hu:LOW,HIGH`` (inside the body) -> a region on ``grid``."""
+    ``NAME=label:PATH[:VALUE]`` or ``NAME=hu:LOW,HIGH`` (NDCT HU, inside the body)."""
     name, _, spec = text.partition("=")
     kind, _, rest = spec.partition(":")
     if not name or not rest:
@@ -65,19 +78,22 @@ def parse_roi(text: str, grid: Volume) -> Region:
             else Box.from_bounds(numbers[0], coordinates) if kind == "bounds" and len(numbers) == 1 else None
         if box is None:
             raise InputError(f"region {text!r}: box:CX,CY,CZ:SX,SY,SZ or bounds:X0,X1,Y0,Y1,Z0,Z1 (mm)")
-        return Region(name, box_mask(grid, box), f"{box.describe()} (given in {coordinates})")
+        return RegionSpec(name, lambda grid, _: Region(name, box_mask(grid, box),
+                                                       f"{box.describe()} (given in {coordinates})"))
     if kind == "label":
         path, _, value = rest.rpartition(":") if rest.rpartition(":")[2].isdigit() else (rest, "", "")
         label = int(value) if value else None
-        mask = labelmap_mask(grid, read_volume(path), label)
-        return Region(name, mask, f"labelmap {path}" + (f" label {label}" if label is not None else " (non-zero)"))
+        labels = read_volume(path)
+        description = f"labelmap {path}" + (f" label {label}" if label is not None else " (non-zero)")
+        return RegionSpec(name, lambda grid, _: Region(name, labelmap_mask(grid, labels, label), description))
     if kind == "hu":
         low, high = _numbers(rest, text)
-        return Region(name, hu_range_mask(grid, low, high), f"{low:g}..{high:g} HU inside the body")
+        return RegionSpec(name, lambda _, ndct: Region(name, hu_range_mask(ndct, low, high),
+                                                       f"{low:g}..{high:g} HU of the NDCT inside the body"))
     raise InputError(f"region {text!r}: the kind must be box, bounds, label or hu; got {kind!r}")
 
 
-def compare(ndct: Volume, volumes: dict[str, Volume], regions: list[Region], registration: str = "none",
+def compare(ndct: Volume, volumes: dict[str, Volume], regions: list[Region | RegionSpec], registration: str = "none",
             windows: tuple[Window, ...] = DEFAULT_WINDOWS, seed: int = 0) -> ComparisonReport:
     """Every volume against the NDCT in every region. Volumes share the first one's grid (the LDCT's)."""
     if not volumes or not regions:
@@ -92,7 +108,8 @@ def compare(ndct: Volume, volumes: dict[str, Volume], regions: list[Region], reg
     covered = _coverage(ndct, grid, alignment)
     notes = []
     results = []
-    for region in regions:
+    for item in regions:
+        region = item.build(grid, alignment.volume) if isinstance(item, RegionSpec) else item
         mask = region.mask & covered
         if not mask.any():
             raise InputError(f"region {region.name} lies outside the NDCT's field of view")
