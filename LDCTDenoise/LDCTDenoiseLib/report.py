@@ -174,6 +174,9 @@ def plot_densities(densities: Densities, title: str, path: Path) -> None:
         label = curve.name if is_reference else f"{curve.name} (JS {curve.js_divergence:.3f})"
         axes.plot(curve.hu, curve.density, label=label, color="black" if is_reference else f"C{index}",
                   linewidth=2.2 if is_reference else 1.4, linestyle="--" if is_reference else "-")
+    visible = np.any([c.density > 1e-2 * c.density.max() for c in densities.curves], axis=0)
+    hu = densities.curves[0].hu[visible]
+    axes.set_xlim(hu.min(), hu.max())  # the grid holds every voxel; the axis shows where the mass is
     axes.set_xlabel("HU")
     axes.set_ylabel("probability density")
     axes.set_title(f"{title}: HU density (KDE, bandwidth {densities.bandwidth_hu:.1f} HU)")
