@@ -148,9 +148,12 @@ def _demo_input(data: str | None) -> tuple[Volume, str]:
 
 
 def _default_data_folder() -> Path | None:
-    """``../shared/data`` beside the checkout, when it is there (developer machines and CI)."""
+    """``../shared/data`` beside the checkout, when it is there (developer machines and CI).
+
+    LIDC-IDRI-0003 is the series the bundled model was never trained or tuned on.
+    """
     checkout = Path(__file__).resolve().parents[2]
-    folder = checkout.parent / "shared" / "data" / "ct" / "lidc-idri" / "LIDC-IDRI-0001"
+    folder = checkout.parent / "shared" / "data" / "ct" / "lidc-idri" / "LIDC-IDRI-0003"
     return folder if folder.is_dir() else None
 
 
