@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from LDCTDenoiseLib.atomic import write_atomically
-from LDCTDenoiseLib.errors import LDCTError
+from LDCTDenoiseLib.errors import Cancelled, LDCTError
 
 from .config import load_config
 from .data import load_patients, split_patients
@@ -24,9 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         args.run(args)
+    except Cancelled as stopped:
+        print(f"ldct-train: {stopped}", file=sys.stderr)
+        return 130
     except (LDCTError, OSError, ValueError) as error:
         print(f"ldct-train: error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 130 if type(error).__name__ == "Cancelled" else 1
+        return 1
     return 0
 
 
