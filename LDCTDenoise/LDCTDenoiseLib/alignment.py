@@ -114,10 +114,9 @@ def misalignment(fixed: Volume, moving_on_grid: Volume) -> float:
     noisy LDCT this finds shifts of a voxel or more, which is what a warning needs.
     """
     a, b = (np.clip(v.array, -200.0, 1200.0) for v in (fixed, moving_on_grid))
+    shift = np.asarray(phase_cross_correlation(a, b, upsample_factor=4, normalization=None)[0], dtype=float)
     if a.shape[0] < 4:
-        a, b = a[:, None], b[:, None]  # too few slices: in-plane only
-    shift, _, _ = phase_cross_correlation(a, b, upsample_factor=4, normalization=None)
-    shift = np.asarray(shift)[-3:] if shift.size >= 3 else np.concatenate([[0.0], np.asarray(shift)[-2:]])
+        shift[0] = 0.0  # too few slices to tell a shift along the slice axis
     return float(np.linalg.norm(shift * np.asarray(fixed.spacing[::-1])))
 
 
