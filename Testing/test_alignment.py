@@ -60,12 +60,20 @@ def test_resampling_uses_both_geometries():
 
 
 @pytest.mark.parametrize("kind", ["affine", "bspline"])
-def test_affine_and_bspline_registrations_run_and_report(kind):
-    ldct = make_phantom((8, 64, 64), seed=0)
+def test_affine_and_bspline_registrations_recover_the_motion_and_report_it(kind):
+    ldct = make_phantom((16, 96, 96), seed=0)
     ndct, _ = _moved(ldct, 2.0, (2.0, 0.0, 0.0))
     result = align(ndct, ldct, kind)
     assert result.registration == kind and result.transform["kind"] in ("AffineTransform", "CompositeTransform")
-    assert result.shift_mm < 2.0
+    assert result.transform["rotation_deg"] == pytest.approx(2.0, abs=0.5)
+    assert result.shift_mm < 1.0 and result.warnings == []
+
+
+def test_registration_gives_the_same_transform_every_run():
+    ldct = make_phantom((8, 64, 64), seed=0)
+    ndct, _ = _moved(ldct, 2.0, (2.0, 0.0, 0.0))
+    first, second = (align(ndct, ldct, "rigid").transform["parameters"] for _ in range(2))
+    np.testing.assert_allclose(first, second, atol=1e-6)
 
 
 def test_misalignment_of_identical_volumes_is_zero():

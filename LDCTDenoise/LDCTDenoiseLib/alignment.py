@@ -21,6 +21,7 @@ from .io.volume import Volume
 REGISTRATIONS = ("none", "rigid", "affine", "bspline")
 AIR_HU = -1024.0
 MISALIGNED_MM = 1.0  # a remaining shift beyond this gets a warning
+BSPLINE_MAX_MM = 15.0  # bound on each B-spline control point's displacement: local motion, not a new pose
 
 
 @dataclass
@@ -84,11 +85,9 @@ def register(fixed: Volume, moving: Volume, kind: str = "rigid", seed: int = 0) 
         affine.SetTranslation(rigid.GetTranslation())
         affine.SetCenter(rigid.GetCenter())
         return _run(fixed_image, moving_image, affine, seed)
-    mesh = [4] * 3
-    bspline = sitk.BSplineTransformInitializer(fixed_image, mesh)
-    composite = sitk.CompositeTransform([rigid, bspline])
-    transform, metric = _run(fixed_image, moving_image, composite, seed, bspline=True)
-    return transform, metric
+    bspline = sitk.BSplineTransformInitializer(fixed_image, [4, 4, 4])
+    bspline, metric = _run(fixed_image, moving_image, bspline, seed, after=rigid)
+    return sitk.CompositeTransform([rigid, bspline]), metric
 
 
 def describe_transform(transform: sitk.Transform) -> dict:
@@ -100,7 +99,9 @@ def describe_transform(transform: sitk.Transform) -> dict:
     description = {"kind": kind, "parameters": list(transform.GetParameters())[:12]}
     if hasattr(rigid, "GetMatrix"):
         matrix = np.asarray(rigid.GetMatrix()).reshape(3, 3)
-        angle = np.degrees(np.arccos(np.clip((np.trace(matrix) - 1) / 2, -1, 1)))
+        u, _, vt = np.linalg.svd(matrix)  # the rotation nearest to an affine matrix (polar decomposition)
+        rotation = u @ vt
+        angle = np.degrees(np.arccos(np.clip((np.trace(rotation) - 1) / 2, -1, 1)))
         description.update(translation_mm=[round(v, 3) for v in rigid.GetTranslation()],
                            rotation_deg=round(float(angle), 3), matrix=matrix.round(6).tolist(),
                            center_mm=[round(v, 3) for v in rigid.GetCenter()])
@@ -121,14 +122,18 @@ def misalignment(fixed: Volume, moving_on_grid: Volume) -> float:
 
 
 def _run(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, seed: int,
-         bspline: bool = False) -> tuple[sitk.Transform, float]:
+         after: sitk.Transform | None = None) -> tuple[sitk.Transform, float]:
+    """Optimise ``initial`` (a B-spline on top of the rigid ``after`` when given); metric = Mattes MI."""
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(0.02, seed)
+    method.SetMetricSamplingPercentage(0.02, seed + 1)  # SimpleITK takes seed 0 as 'use the wall clock'
     method.SetInterpolator(sitk.sitkLinear)
-    if bspline:
-        method.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=60)
+    if after is not None:
+        method.SetMovingInitialTransform(after)  # the rigid part stays fixed; the B-spline adds local motion
+        method.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=60,
+                                    maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=500,
+                                    lowerBound=-BSPLINE_MAX_MM, upperBound=BSPLINE_MAX_MM)
     else:
         method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=200,
                                                         relaxationFactor=0.5)
@@ -137,8 +142,12 @@ def _run(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, seed: i
     method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetInitialTransform(initial, inPlace=False)
-    transform = method.Execute(fixed, moving)
-    if isinstance(transform, sitk.CompositeTransform) and transform.GetNumberOfTransforms() == 1 and not bspline:
+    try:
+        transform = method.Execute(fixed, moving)
+    except RuntimeError as error:
+        raise InputError(f"registration failed ({str(error).strip().splitlines()[-1][:160]}); check that both "
+                         "volumes show the same anatomy, or use a simpler registration (rigid)") from error
+    if isinstance(transform, sitk.CompositeTransform) and transform.GetNumberOfTransforms() == 1:
         transform = transform.GetNthTransform(0)
     return transform, float(method.GetMetricValue())
 
