@@ -200,6 +200,9 @@ def test_cli_trains_exports_and_evaluates(phantom_dataset, tmp_path, capsys):
     assert "| model |" in capsys.readouterr().out.replace("W400/L40 [-160, 240] HU ", "")
     assert json.loads(report.read_text())["split"] == "test"
     assert (run / "log.csv").read_text().startswith("step,epoch,lr,seconds_per_step,l1,ssim,perceptual,loss")
+    validation = (run / "validation.csv").read_text().splitlines()
+    assert validation[0].startswith("step,output_psnr_soft,output_ssim_soft,output_rmse_hu_soft,output_psnr_full")
+    assert len(validation) == 3  # one row per epoch
 
 
 def test_cli_errors_are_one_line_with_the_fix(tmp_path, capsys):

@@ -19,7 +19,7 @@ from .config import TrainConfig
 from .data import Patient
 from .volumes import SeriesCache, projection_settings
 
-WINDOW_KEYS = {"soft tissue W400/L40": "soft", "full range": "full"}
+WINDOW_KEYS = ("soft", "full")  # column suffixes for DEFAULT_WINDOWS, in order
 
 
 class Validator:
@@ -54,10 +54,10 @@ class Validator:
 
     def _scores(self, images: list[np.ndarray], prefix: str) -> dict[str, float]:
         scores: dict[str, float] = {}
-        for window in DEFAULT_WINDOWS:
+        for window, key in zip(DEFAULT_WINDOWS, WINDOW_KEYS, strict=True):
             rows = [slice_metrics(image, clean, window) for image, (_, clean) in zip(images, self.pairs, strict=True)]
             for name in ("psnr", "ssim", "rmse_hu"):
-                scores[f"{prefix}_{name}_{WINDOW_KEYS[window.name]}"] = float(np.mean([r[name] for r in rows]))
+                scores[f"{prefix}_{name}_{key}"] = float(np.mean([r[name] for r in rows]))
         return scores
 
 
