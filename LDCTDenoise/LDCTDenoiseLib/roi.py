@@ -64,17 +64,51 @@ class Box:
         low, high = np.round(self.low, 1).tolist(), np.round(self.high, 1).tolist()
         return f"world box LPS {low} .. {high} mm"
 
+    def corners(self) -> np.ndarray:
+        low, high = self.low, self.high
+        return np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
 
-def box_mask(volume: Volume, box: Box) -> np.ndarray:
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        return np.all((points >= np.asarray(self.low) - 1e-6) & (points <= np.asarray(self.high) + 1e-6), axis=1)
+
+
+@dataclass(frozen=True)
+class OrientedBox:
+    """A box with its own axes (a rotated Slicer ROI): LPS centre, unit axes as columns, size in mm."""
+
+    center: tuple[float, float, float]
+    axes: np.ndarray
+    size: tuple[float, float, float]
+
+    @classmethod
+    def from_ras(cls, center, axes, size) -> OrientedBox:
+        """From Slicer's RAS centre and axis vectors (columns) and the size along each axis."""
+        flip = np.diag([-1.0, -1.0, 1.0])
+        center, size = flip @ _three(center, "centre"), _three(size, "size")
+        return cls(tuple(center), flip @ np.asarray(axes, dtype=float), tuple(size))
+
+    def describe(self) -> str:
+        return f"oriented box LPS centre {np.round(self.center, 1).tolist()} size {np.round(self.size, 1).tolist()} mm"
+
+    def corners(self) -> np.ndarray:
+        half = np.asarray(self.size) / 2
+        signs = np.array([[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)])
+        return np.asarray(self.center) + (signs * half) @ self.axes.T
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        local = (points - np.asarray(self.center)) @ self.axes  # coordinates along the box's own axes
+        return np.all(np.abs(local) <= np.asarray(self.size) / 2 + 1e-6, axis=1)
+
+
+def box_mask(volume: Volume, box: Box | OrientedBox) -> np.ndarray:
     """Voxels of ``volume`` whose centres lie inside the world box (any direction matrix)."""
-    low, high = np.asarray(box.low), np.asarray(box.high)
-    block = _index_block(volume, low, high)
+    block = _index_block(volume, box.corners())
     if block is None:
         raise InputError(f"the {box.describe()} lies outside the volume ({_extent(volume)}); check the coordinates "
                          "(LPS as in DICOM, or RAS as in Slicer) and the units (mm)")
     k, j, i = np.meshgrid(*(np.arange(a, b) for a, b in block), indexing="ij")
     world = volume.index_to_world(np.stack([i.ravel(), j.ravel(), k.ravel()], axis=1))
-    inside = np.all((world >= low - 1e-6) & (world <= high + 1e-6), axis=1).reshape(k.shape)
+    inside = box.contains(world).reshape(k.shape)
     mask = np.zeros(volume.array.shape, dtype=bool)
     mask[tuple(slice(a, b) for a, b in block)] = inside
     if not mask.any():
@@ -119,9 +153,8 @@ def hu_range_mask(volume: Volume, low: float, high: float, inside_body: bool = T
     return mask
 
 
-def _index_block(volume: Volume, low: np.ndarray, high: np.ndarray) -> list[tuple[int, int]] | None:
+def _index_block(volume: Volume, corners: np.ndarray) -> list[tuple[int, int]] | None:
     """The index ranges (k, j, i) that can hold voxel centres of the box, or None when none can."""
-    corners = np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
     matrix = volume.direction * np.asarray(volume.spacing)  # columns: world step of i, j, k
     ijk = np.linalg.solve(matrix, (corners - np.asarray(volume.origin)).T).T
     first, last = np.floor(ijk.min(0)).astype(int), np.ceil(ijk.max(0)).astype(int) + 1
