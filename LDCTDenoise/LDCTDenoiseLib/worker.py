@@ -1,0 +1,44 @@
+"""The child process that denoises one volume file: ``python -m LDCTDenoiseLib.worker IN OUT [...]``.
+
+The Slicer module runs it (with PythonSlicer) so torch never blocks the GUI. The protocol is line
+based on stdout: ``PROGRESS done total`` while it works, ``DONE {json}`` at the end; on failure the
+last stderr line is ``ERROR reason`` and the exit status is 1. The output file is written
+atomically, so a killed child leaves nothing at OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import LDCTError
+from .inference import EngineOptions, VolumeDenoiser
+from .io import read_volume_file, write_volume_file
+from .weights import find_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="LDCTDenoiseLib.worker", description=__doc__)
+    parser.add_argument("input", help="volume file (NRRD) written by the caller")
+    parser.add_argument("output", help="volume file to write (NRRD)")
+    parser.add_argument("--weights", help="model folder (default: the bundled model)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int)
+    args = parser.parse_args(argv)
+    try:
+        volume = read_volume_file(args.input)
+        model = find_model(args.weights)
+        denoiser = VolumeDenoiser(model, EngineOptions(device=args.device, batch_size=args.batch_size))
+        print(f"PROGRESS 0 {volume.array.shape[0]}", flush=True)
+        denoised = denoiser(volume.array, progress=lambda done, total: print(f"PROGRESS {done} {total}", flush=True))
+        write_volume_file(volume.with_array(denoised), args.output)
+    except (LDCTError, OSError) as error:
+        print(f"ERROR {str(error).splitlines()[0]}", file=sys.stderr, flush=True)
+        return 1
+    print("DONE " + json.dumps({"model": model.describe()["name"], **denoiser.last_run}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
