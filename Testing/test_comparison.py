@@ -7,9 +7,9 @@ import pytest
 from scipy import stats
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from LDCTDenoiseLib.comparison import compare_in_region, region_slice_metrics
+from LDCTDenoiseLib.comparison import compare_in_region
 from LDCTDenoiseLib.errors import InputError
-from LDCTDenoiseLib.metrics import FULL_RANGE, SOFT_TISSUE, psnr, ssim
+from LDCTDenoiseLib.metrics import FULL_RANGE, SOFT_TISSUE, psnr, slice_metrics, ssim
 from LDCTDenoiseLib.simulation import make_phantom
 
 
@@ -31,7 +31,7 @@ def test_whole_slice_metrics_equal_scikit_image_on_real_ct(shared_ct, window):
     clean, noisy = _real_slices(shared_ct)
     mask = np.ones(clean.shape[1:], bool)
     for k in range(clean.shape[0]):
-        ours = region_slice_metrics(noisy[k], clean[k], mask, window)
+        ours = slice_metrics(noisy[k], clean[k], window, mask)
         assert ours["ssim"] == pytest.approx(_skimage(noisy[k], clean[k], window), abs=1e-3)
         x, y = window.clip(clean[k]), window.clip(noisy[k])
         oracle_psnr = peak_signal_noise_ratio(x, y, data_range=window.data_range)
@@ -48,7 +48,7 @@ def test_region_ssim_is_the_mean_of_scikit_images_ssim_map_over_the_region():
     _, local = _skimage(noisy, phantom, SOFT_TISSUE, full=True)
     interior = np.zeros_like(mask)
     interior[5:-5, 5:-5] = True
-    ours = region_slice_metrics(noisy, phantom, mask, SOFT_TISSUE)
+    ours = slice_metrics(noisy, phantom, SOFT_TISSUE, mask)
     assert ours["ssim"] == pytest.approx(local[mask & interior].mean(), abs=1e-3)
     x, y = SOFT_TISSUE.clip(noisy)[mask], SOFT_TISSUE.clip(phantom)[mask]
     assert ours["rmse_hu"] == pytest.approx(np.sqrt(np.mean((x - y) ** 2)))

@@ -14,7 +14,7 @@ from LDCTDenoiseLib.normalization import Normalization
 from LDCTDenoiseLib.simulation import ProjectionNoise, make_phantom, simulate_low_dose
 from training.config import NoiseConfig, Stage2Config
 from training.data import Patient, load_patients, split_patients
-from training.sampling import SlicePair, Stage1Crops, Stage2Pairs, StepBatches
+from training.sampling import CropSpec, SlicePair, Stage1Crops, Stage2Pairs, StepBatches
 from training.volumes import SeriesCache
 
 
@@ -135,7 +135,7 @@ def _pair_volume(seed: int = 0) -> SlicePair:
 
 
 def test_samples_depend_only_on_seed_and_index():
-    dataset = Stage1Crops([_pair_volume()], crop=32, seed=1, normalization=Normalization(), noise=NoiseConfig())
+    dataset = Stage1Crops([_pair_volume()], CropSpec(32, seed=1, normalization=Normalization()), noise=NoiseConfig())
     first, again, other = dataset[7], dataset[7], dataset[8]
     assert all(first[k].shape == (1, 32, 32) for k in ("input", "target"))
     assert np.array_equal(first["input"], again["input"]) and not np.array_equal(first["input"], other["input"])
@@ -143,7 +143,7 @@ def test_samples_depend_only_on_seed_and_index():
 
 def test_gaussian_stage1_noise_has_the_configured_std():
     noise = NoiseConfig(gaussian_std_hu=[30.0, 30.0])
-    dataset = Stage1Crops([_pair_volume()], crop=64, seed=0, normalization=Normalization(), noise=noise)
+    dataset = Stage1Crops([_pair_volume()], CropSpec(64, seed=0, normalization=Normalization()), noise=noise)
     scale = Normalization().scale
     residuals = [(s["input"] - s["target"]).numpy() * scale for s in (dataset[i] for i in range(20))]
     inside = np.concatenate([r[np.abs(r) < 500] for r in residuals])  # clipping at the range ends aside
@@ -152,15 +152,15 @@ def test_gaussian_stage1_noise_has_the_configured_std():
 
 def test_projection_stage1_pairs_come_from_the_low_dose_volume():
     noise = NoiseConfig(kind="projection")
-    sample = Stage1Crops([_pair_volume()], crop=32, seed=0, normalization=Normalization(), noise=noise)[3]
+    sample = Stage1Crops([_pair_volume()], CropSpec(32, seed=0, normalization=Normalization()), noise=noise)[3]
     np.testing.assert_allclose((sample["input"] - sample["target"]).numpy() * Normalization().scale, 40.0, atol=0.01)
 
 
 def test_air_only_crops_are_drawn_again():
     ndct = np.full((2, 128, 128), -1000.0, dtype=np.float32)
     ndct[:, 96:, 96:] = 40.0  # tissue in one corner only
-    dataset = Stage1Crops([SlicePair(ndct)], crop=32, seed=0, normalization=Normalization(),
-                          noise=NoiseConfig(gaussian_std_hu=[0.0, 0.0]), min_tissue_fraction=0.1)
+    crops = CropSpec(32, seed=0, normalization=Normalization(), min_tissue_fraction=0.1)
+    dataset = Stage1Crops([SlicePair(ndct)], crops, noise=NoiseConfig(gaussian_std_hu=[0.0, 0.0]))
     tissue = [float((dataset[i]["target"] > Normalization().to_network(np.array(-700.0))).float().mean())
               for i in range(30)]
     assert min(tissue) >= 0.1
@@ -169,7 +169,7 @@ def test_air_only_crops_are_drawn_again():
 def test_stage2_pairs_are_near_but_not_pixel_aligned():
     ndct = make_phantom((3, 128, 128), seed=0).array
     volume = SlicePair(ndct, (ndct.copy(),))
-    dataset = Stage2Pairs([volume], crop=64, seed=0, normalization=Normalization(),
+    dataset = Stage2Pairs([volume], CropSpec(64, seed=0, normalization=Normalization()),
                           pairs=Stage2Config(max_slice_offset=0, rotation_deg=3, shift_px=3, elastic_px=2))
     differences, correlations = [], []
     for i in range(10):

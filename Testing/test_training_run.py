@@ -29,7 +29,7 @@ from training.data import load_patients
 from training.evaluate import evaluate, load_any_model
 from training.export import export_model
 from training.losses import stage1_loss
-from training.sampling import SlicePair, Stage1Crops, StepBatches
+from training.sampling import CropSpec, SlicePair, Stage1Crops, StepBatches
 from training.trainer import Trainer
 from training.volumes import SeriesCache
 
@@ -120,7 +120,7 @@ def _free_port() -> int:
 def _dataset(cache: Path, phantom_dataset: Path) -> Stage1Crops:
     patients = load_patients(phantom_dataset)
     volumes = [SlicePair(SeriesCache(cache, quiet=True).ndct(p).hu) for p in patients]
-    return Stage1Crops(volumes, crop=32, seed=0, normalization=Normalization(), noise=NoiseConfig())
+    return Stage1Crops(volumes, CropSpec(32, seed=0, normalization=Normalization()), noise=NoiseConfig())
 
 
 def _ddp_gradients(rank: int, world_size: int, port: int, model: Generator, cache: Path, phantom_dataset: Path,

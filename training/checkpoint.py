@@ -67,10 +67,15 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+def is_exported_model(path: Path) -> bool:
+    """An exported model folder, its manifest or its weights file (not a training checkpoint)."""
+    return (path / MANIFEST_NAME).is_file() or path.name == MANIFEST_NAME or path.suffix == ".safetensors"
+
+
 def generator_state(source: str | Path) -> tuple[dict, dict]:
     """(state dict, model config) of a generator from a checkpoint, a run folder or an exported model."""
     source = Path(source).expanduser()
-    if (source / MANIFEST_NAME).is_file() or source.name == MANIFEST_NAME or source.suffix == ".safetensors":
+    if is_exported_model(source):
         loaded = load_model(source)
         return loaded.generator.state_dict(), dict(loaded.manifest["config"])
     state = load_checkpoint(source)

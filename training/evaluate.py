@@ -12,28 +12,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage, stats
+from scipy import ndimage
 
+from LDCTDenoiseLib.comparison import METRICS, means_by_method, paired_t_tests
 from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.metrics import DEFAULT_WINDOWS, psnr, slice_metrics
 from LDCTDenoiseLib.normalization import Normalization
 from LDCTDenoiseLib.weights import MANIFEST_NAME, LoadedModel, load_model
 
-from .checkpoint import CHECKPOINTS, load_checkpoint
+from .checkpoint import CHECKPOINTS, is_exported_model, load_checkpoint
 from .config import TrainConfig
 from .data import Patient, load_patients, split_patients
 from .export import generator_from_checkpoint
-from .volumes import SeriesCache, projection_settings
+from .volumes import SeriesCache, evenly_spaced, projection_settings
 
 SIGMAS_PX = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
-METRICS = ("psnr", "ssim", "rmse_hu", "nrmse")
 
 
 def load_any_model(source: str | Path) -> LoadedModel:
     """An exported model folder/manifest, a checkpoint file, or a run folder (latest checkpoint)."""
     source = Path(source).expanduser()
-    if source.name == MANIFEST_NAME or (source / MANIFEST_NAME).is_file() or source.suffix == ".safetensors":
+    if is_exported_model(source):
         return load_model(source)
     if source.is_dir() and not (source / CHECKPOINTS).is_dir():
         raise InputError(f"{source} is neither a model folder ({MANIFEST_NAME}) nor a run folder ({CHECKPOINTS}/)")
@@ -86,6 +86,7 @@ def evaluate(
                             "patient": patient.name,
                             "slice": k,
                             "window": window.label,
+                            "data_range": window.data_range,
                             "method": method,
                             **slice_metrics(volume[k], clean[k], window),
                         }
@@ -104,22 +105,12 @@ def evaluate(
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean +- std per window and method, and paired t-tests of the model against each baseline."""
-    summary = []
-    for window in dict.fromkeys(r["window"] for r in rows):
-        per_method = {
-            m: [r for r in rows if r["window"] == window and r["method"] == m]
-            for m in dict.fromkeys(r["method"] for r in rows)
-        }
-        for method, items in per_method.items():
-            entry = {"window": window, "method": method, "slices": len(items)}
-            for metric in METRICS:
-                values = np.array([r[metric] for r in items])
-                entry[metric] = float(values.mean())
-                entry[f"{metric}_std"] = float(values.std())
-                if method != "model" and "model" in per_method and len(items) > 1:
-                    model_values = np.array([r[metric] for r in per_method["model"]])
-                    entry[f"{metric}_p_vs_model"] = float(stats.ttest_rel(model_values, values).pvalue)
-            summary.append(entry)
+    tests = {(t["window"], t["a"], t["b"]): t for t in paired_t_tests(rows)}
+    summary = means_by_method(rows)
+    for entry in summary:
+        test = tests.get((entry["window"], entry["method"], "model"))
+        if test is not None and entry["slices"] > 1:
+            entry.update({f"{metric}_p_vs_model": test[f"{metric}_p"] for metric in METRICS})
     return summary
 
 
@@ -135,12 +126,9 @@ def markdown_table(summary: list[dict]) -> str:
 
 
 def _pair(patient: Patient, cache: SeriesCache, settings, seed: int, max_slices: int) -> tuple[np.ndarray, np.ndarray]:
-    clean = np.asarray(cache.ndct(patient).hu, dtype=np.float32)
-    noisy = np.asarray(cache.simulated_ldct(patient, settings, seed).hu, dtype=np.float32)
-    if 0 < max_slices < clean.shape[0]:
-        keep = np.linspace(0, clean.shape[0] - 1, max_slices).round().astype(int)
-        clean, noisy = clean[keep], noisy[keep]
-    return noisy, clean
+    clean, noisy = cache.ndct(patient).hu, cache.simulated_ldct(patient, settings, seed).hu
+    keep = evenly_spaced(clean.shape[0], max_slices)
+    return np.asarray(noisy[keep], dtype=np.float32), np.asarray(clean[keep], dtype=np.float32)
 
 
 def _gaussian(volume: np.ndarray, sigma: float) -> np.ndarray:

@@ -31,29 +31,35 @@ class SlicePair:
     simulated: bool = True  # a real LDCT is already unaligned; a simulated one is deformed
 
 
+@dataclass(frozen=True)
+class CropSpec:
+    """How crops are drawn: their size, the run's seed, the network's normalisation, the tissue share."""
+
+    size: int
+    seed: int
+    normalization: Normalization
+    min_tissue_fraction: float = 0.1
+
+
 class CropDataset(Dataset):
     """Crops of random slices (weighted by slice count) that hold tissue, not air only."""
 
-    def __init__(
-        self,
-        volumes: list[SlicePair],
-        crop: int,
-        seed: int,
-        normalization: Normalization,
-        min_tissue_fraction: float = 0.1,
-    ) -> None:
+    def __init__(self, volumes: list[SlicePair], crops: CropSpec) -> None:
         if not volumes:
             raise ValueError("no training volumes")
         self.volumes = volumes
-        self.crop = crop
-        self.seed = seed
-        self.normalization = normalization
-        self.min_tissue_fraction = min_tissue_fraction
+        self.crop, self.seed = crops.size, crops.seed
+        self.normalization = crops.normalization
+        self.min_tissue_fraction = crops.min_tissue_fraction
         counts = np.array([v.ndct.shape[0] for v in volumes])
         self._slice_weights = counts / counts.sum()
         for v in volumes:
-            if min(v.ndct.shape[1:]) < crop:
-                raise ValueError(f"slices of {v.ndct.shape[1:]} pixels are smaller than the crop {crop}")
+            if min(v.ndct.shape[1:]) < self.crop:
+                raise ValueError(f"slices of {v.ndct.shape[1:]} pixels are smaller than the crop {self.crop}")
+
+    def require_low_dose(self, why: str) -> None:
+        if not all(v.ldct for v in self.volumes):
+            raise ValueError(f"{why} needs a low-dose volume (real or simulated) for every patient")
 
     def __len__(self) -> int:  # samples are drawn by index; any index is valid
         return 2**62
@@ -98,19 +104,11 @@ class CropDataset(Dataset):
 class Stage1Crops(CropDataset):
     """Stage 1: pixel-aligned (noisy, clean) crops; noise is Gaussian or projection-domain."""
 
-    def __init__(
-        self,
-        volumes: list[SlicePair],
-        crop: int,
-        seed: int,
-        normalization: Normalization,
-        noise: NoiseConfig,
-        min_tissue_fraction: float = 0.1,
-    ) -> None:
-        super().__init__(volumes, crop, seed, normalization, min_tissue_fraction)
+    def __init__(self, volumes: list[SlicePair], crops: CropSpec, noise: NoiseConfig) -> None:
+        super().__init__(volumes, crops)
         self.noise = noise
-        if noise.kind == "projection" and not all(v.ldct for v in volumes):
-            raise ValueError("projection noise needs the simulated low-dose volumes of every patient")
+        if noise.kind == "projection":
+            self.require_low_dose("projection noise")
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = self.rng(index)
@@ -133,19 +131,10 @@ class Stage2Pairs(CropDataset):
     moves between two scans. A real LDCT is used as it is (already another scan).
     """
 
-    def __init__(
-        self,
-        volumes: list[SlicePair],
-        crop: int,
-        seed: int,
-        normalization: Normalization,
-        pairs: Stage2Config,
-        min_tissue_fraction: float = 0.1,
-    ) -> None:
-        super().__init__(volumes, crop, seed, normalization, min_tissue_fraction)
+    def __init__(self, volumes: list[SlicePair], crops: CropSpec, pairs: Stage2Config) -> None:
+        super().__init__(volumes, crops)
         self.pairs = pairs
-        if not all(v.ldct for v in volumes):
-            raise ValueError("stage 2 needs an LDCT (real or simulated) for every patient")
+        self.require_low_dose("stage 2")
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = self.rng(index)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from LDCTDenoiseLib.errors import Cancelled, InputError
-from LDCTDenoiseLib.inference import resolve_device
+from LDCTDenoiseLib.inference import resolve_device, resolve_precision
 from LDCTDenoiseLib.model import Generator, GeneratorConfig
 from LDCTDenoiseLib.normalization import Normalization
 
@@ -28,7 +28,7 @@ from .config import TrainConfig, save_config
 from .critic import Critic
 from .data import Patient, load_patients, split_patients
 from .losses import critic_loss, generator_adversarial_loss, stage1_loss, structure_loss
-from .sampling import Stage1Crops, Stage2Pairs, StepBatches
+from .sampling import CropSpec, Stage1Crops, Stage2Pairs, StepBatches
 from .validation import Validator
 from .vgg import load_perceptual
 from .volumes import SeriesCache, training_volumes
@@ -269,17 +269,12 @@ class Trainer:
         volumes = training_volumes(config, self.patients["train"], self.cache)
         if self.processes.is_main:
             self.processes.barrier()
-        common = dict(
-            crop=config.data.crop,
-            seed=config.seed,
-            normalization=self.normalization,
-            min_tissue_fraction=config.data.min_tissue_fraction,
-        )
+        crops = CropSpec(config.data.crop, config.seed, self.normalization, config.data.min_tissue_fraction)
         if config.stage == "stage1":
-            dataset = Stage1Crops(volumes, noise=config.noise, **common)
+            dataset = Stage1Crops(volumes, crops, config.noise)
             per_step = 1
         else:
-            dataset = Stage2Pairs(volumes, pairs=config.stage2, **common)
+            dataset = Stage2Pairs(volumes, crops, config.stage2)
             per_step = config.optim.critic_steps
         sampler = StepBatches(
             config.schedule.batch,
@@ -308,10 +303,9 @@ def _tensorboard(run: Path):
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: the inference engine's choice on CUDA when ``auto``; none on other devices."""
+    if amp not in ("auto", "off", "bf16", "fp16"):
+        raise InputError(f"amp must be auto, off, bf16 or fp16; got {amp!r}")
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp in ("bf16", "fp16"):
-        return torch.bfloat16 if amp == "bf16" else torch.float16
-    raise InputError(f"amp must be auto, off, bf16 or fp16; got {amp!r}")
+    return resolve_precision(amp, device)

@@ -17,7 +17,7 @@ from LDCTDenoiseLib.normalization import Normalization
 
 from .config import TrainConfig
 from .data import Patient
-from .volumes import SeriesCache, projection_settings
+from .volumes import SeriesCache, evenly_spaced, projection_settings
 
 WINDOW_KEYS = ("soft", "full")  # column suffixes for DEFAULT_WINDOWS, in order
 
@@ -32,8 +32,7 @@ class Validator:
         for patient in patients:
             ndct = cache.ndct(patient).hu
             ldct = cache.simulated_ldct(patient, settings, config.validation.seed).hu
-            count = min(config.validation.max_slices, ndct.shape[0])
-            for k in np.linspace(0, ndct.shape[0] - 1, count).round().astype(int):
+            for k in evenly_spaced(ndct.shape[0], config.validation.max_slices):
                 window = (k, *_central(ndct.shape[1:], config.validation.crop))
                 self.pairs.append((np.asarray(ldct[window], np.float32), np.asarray(ndct[window], np.float32)))
         self.baseline = self._scores([noisy for noisy, _ in self.pairs], "input")

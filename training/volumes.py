@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from tqdm import tqdm
 
+from LDCTDenoiseLib.alignment import resample_onto
 from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.io import Volume, read_volume
-from LDCTDenoiseLib.simulation.noise import ProjectionNoise, projection_noise_hu
+from LDCTDenoiseLib.simulation.noise import ProjectionNoise, simulate_low_dose
 from LDCTDenoiseLib.weights import cache_dir
 
 from .config import NoiseConfig, TrainConfig
@@ -60,9 +59,7 @@ class SeriesCache:
         ldct = self._decoded(patient.ldct)
         folder = self._entry(patient.ndct) / f"on-{_fingerprint(patient.ldct)}"
         if not (folder / "hu.npy").is_file():
-            ndct = self.ndct(patient).volume().to_sitk()
-            resampled = sitk.Resample(ndct, ldct.volume().to_sitk(), sitk.Transform(), sitk.sitkLinear, -1024.0)
-            self._store(folder, Volume.from_sitk(resampled))
+            self._store(folder, resample_onto(self.ndct(patient).volume(), ldct.volume()))
         return ldct, self._load(folder)
 
     def simulated_ldct(self, patient: Patient, settings: ProjectionNoise, seed: int) -> Series:
@@ -70,23 +67,13 @@ class SeriesCache:
         key = hashlib.sha1(json.dumps([settings.to_dict(), seed], sort_keys=True).encode()).hexdigest()[:16]
         folder = self._entry(patient.ndct) / f"simulated-{key}"
         if not (folder / "hu.npy").is_file():
-            ndct = self.ndct(patient)
-            hu = self._simulate(np.asarray(ndct.hu), ndct.spacing[0], settings, seed, patient.name)
-            self._store(folder, ndct.volume().with_array(hu), {"settings": settings.to_dict(), "seed": seed})
+            label = f"low dose {settings.dose_fraction:g} {patient.name}"
+            with tqdm(total=self.ndct(patient).hu.shape[0], desc=label, unit="slice", disable=self.quiet,
+                      leave=False) as bar:
+                low_dose = simulate_low_dose(self.ndct(patient).volume(), settings, seed,
+                                             progress=lambda done, _: bar.update(done - bar.n), workers=self.workers)
+            self._store(folder, low_dose, {"settings": settings.to_dict(), "seed": seed})
         return self._load(folder)
-
-    def _simulate(self, hu: np.ndarray, pixel_mm: float, settings: ProjectionNoise, seed: int, name: str) -> np.ndarray:
-        generators = np.random.default_rng(seed).spawn(hu.shape[0])  # as simulate_low_dose
-        jobs = [(hu[k], pixel_mm, settings, generators[k]) for k in range(hu.shape[0])]
-        label = f"low dose {settings.dose_fraction:g} {name}"
-        with tqdm(total=len(jobs), desc=label, unit="slice", disable=self.quiet, leave=False) as bar:
-            if self.workers == 1:
-                results = map(_noise_job, jobs)
-                noise = [_advance(bar, result) for result in results]
-            else:
-                with ProcessPoolExecutor(self.workers) as pool:
-                    noise = [_advance(bar, result) for result in pool.map(_noise_job, jobs)]
-        return hu.astype(np.float32) + np.stack(noise)
 
     def _decoded(self, path: Path) -> Series:
         folder = self._entry(path)
@@ -120,15 +107,6 @@ class SeriesCache:
         )
 
 
-def _advance(bar: tqdm, result: np.ndarray) -> np.ndarray:
-    bar.update(1)
-    return result
-
-
-def _noise_job(job: tuple) -> np.ndarray:
-    return projection_noise_hu(*job)
-
-
 def _fingerprint(path: Path) -> str:
     path = Path(path).resolve()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -138,6 +116,13 @@ def _fingerprint(path: Path) -> str:
         name = file.relative_to(path) if path.is_dir() else file.name
         digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
+
+
+def evenly_spaced(slices: int, count: int) -> np.ndarray:
+    """``count`` slice indices spread over ``slices``; all of them when ``count`` is 0 or larger."""
+    if count <= 0 or count >= slices:
+        return np.arange(slices)
+    return np.linspace(0, slices - 1, count).round().astype(int)
 
 
 def projection_settings(noise: NoiseConfig, dose_fraction: float) -> ProjectionNoise:

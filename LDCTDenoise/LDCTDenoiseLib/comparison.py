@@ -13,26 +13,12 @@ from __future__ import annotations
 from itertools import combinations
 
 import numpy as np
-import torch
 from scipy import stats
 
 from .errors import InputError
-from .metrics import DEFAULT_WINDOWS, SSIM_RADIUS, Window, ssim_map
+from .metrics import DEFAULT_WINDOWS, SSIM_RADIUS, Window, slice_metrics
 
 METRICS = ("psnr", "ssim", "rmse_hu", "nrmse")
-
-
-def region_slice_metrics(image: np.ndarray, reference: np.ndarray, mask: np.ndarray, window: Window) -> dict:
-    """The four figures of one 2-D slice inside its 2-D mask."""
-    x, y = window.clip(image), window.clip(reference)
-    mse = float(np.mean((x[mask] - y[mask]) ** 2))
-    rmse = float(np.sqrt(mse))
-    return {
-        "psnr": float("inf") if mse == 0 else float(10 * np.log10(window.data_range**2 / mse)),
-        "ssim": _masked_ssim(x, y, mask, window.data_range),
-        "rmse_hu": rmse,
-        "nrmse": rmse / window.data_range,
-    }
 
 
 def compare_in_region(volumes: dict[str, np.ndarray], reference: np.ndarray, mask: np.ndarray,
@@ -48,11 +34,12 @@ def compare_in_region(volumes: dict[str, np.ndarray], reference: np.ndarray, mas
             for name, volume in volumes.items():
                 rows.append({"slice": k, "window": window.label, "data_range": window.data_range, "method": name,
                              "voxels": int(mask[k].sum()),
-                             **region_slice_metrics(volume[k], reference[k], mask[k], window)})
-    return {"slices": rows, "means": _means(rows), "t_tests": _t_tests(rows)}
+                             **slice_metrics(volume[k], reference[k], window, mask[k])})
+    return {"slices": rows, "means": means_by_method(rows), "t_tests": paired_t_tests(rows)}
 
 
-def _means(rows: list[dict]) -> list[dict]:
+def means_by_method(rows: list[dict]) -> list[dict]:
+    """Mean and std of each metric per window and method, over the rows (slices)."""
     out = []
     for window in dict.fromkeys(r["window"] for r in rows):
         for method in dict.fromkeys(r["method"] for r in rows):
@@ -66,7 +53,7 @@ def _means(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _t_tests(rows: list[dict]) -> list[dict]:
+def paired_t_tests(rows: list[dict]) -> list[dict]:
     """Paired t-tests across slices for every pair of methods (NaN with a single slice)."""
     out = []
     methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -83,17 +70,6 @@ def _t_tests(rows: list[dict]) -> list[dict]:
                 entry[f"{metric}_p"] = p
             out.append(entry)
     return out
-
-
-def _masked_ssim(x: np.ndarray, y: np.ndarray, mask: np.ndarray, data_range: float) -> float:
-    rows, columns = np.nonzero(mask)
-    r = SSIM_RADIUS
-    top, bottom = max(rows.min() - r, 0), min(rows.max() + r + 1, x.shape[0])
-    left, right = max(columns.min() - r, 0), min(columns.max() + r + 1, x.shape[1])
-    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a[top:bottom, left:right]))[None, None]  # noqa: E731
-    local = ssim_map(as_tensor(x), as_tensor(y), data_range)[0, 0].numpy()
-    inside = mask[top + r : bottom - r, left + r : right - r]
-    return float(local[inside].mean())
 
 
 def _usable(mask_slice: np.ndarray) -> bool:

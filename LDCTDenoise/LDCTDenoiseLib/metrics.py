@@ -84,25 +84,42 @@ def ssim(image: np.ndarray, reference: np.ndarray, window: Window) -> float:
 def psnr(image: np.ndarray, reference: np.ndarray, window: Window) -> float:
     """PSNR in dB with the window's width as the peak; inf for identical images."""
     x, y = _pair(image, reference, window)
-    mse = float(np.mean((x - y) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(window.data_range**2 / mse)
+    return _psnr(float(np.mean((x - y) ** 2)), window.data_range)
 
 
-def rmse(image: np.ndarray, reference: np.ndarray, window: Window) -> float:
-    """Root mean squared difference in HU inside the window."""
+def slice_metrics(image: np.ndarray, reference: np.ndarray, window: Window,
+                  mask: np.ndarray | None = None) -> dict[str, float]:
+    """PSNR, SSIM, RMSE (HU) and normalised RMSE (RMSE / data range) of one slice, or of its ``mask``.
+
+    Inside a mask, SSIM is the mean of the SSIM map over the mask's pixels: the map is computed on
+    the slice, so each window sees the region's surroundings, and pixels within 5 pixels of the
+    slice border are left out, as scikit-image leaves them out of its mean.
+    """
     x, y = _pair(image, reference, window)
-    return float(np.sqrt(np.mean((x - y) ** 2)))
-
-
-def slice_metrics(image: np.ndarray, reference: np.ndarray, window: Window) -> dict[str, float]:
-    """PSNR, SSIM, RMSE (HU) and normalised RMSE (RMSE / data range) of one slice."""
-    error = rmse(image, reference, window)
+    mask = np.ones(x.shape, dtype=bool) if mask is None else mask
+    mse = float(np.mean((x[mask] - y[mask]) ** 2))
+    error = float(np.sqrt(mse))
     return {
-        "psnr": psnr(image, reference, window),
-        "ssim": ssim(image, reference, window),
+        "psnr": _psnr(mse, window.data_range),
+        "ssim": _masked_ssim(x, y, mask, window.data_range),
         "rmse_hu": error,
         "nrmse": error / window.data_range,
     }
+
+
+def _psnr(mse: float, data_range: float) -> float:
+    return float("inf") if mse == 0 else float(10.0 * np.log10(data_range**2 / mse))
+
+
+def _masked_ssim(x: np.ndarray, y: np.ndarray, mask: np.ndarray, data_range: float) -> float:
+    """Mean SSIM map over ``mask``, computed on the mask's bounding box plus the window's reach."""
+    rows, columns = np.nonzero(mask)
+    r = SSIM_RADIUS
+    top, bottom = max(rows.min() - r, 0), min(rows.max() + r + 1, x.shape[0])
+    left, right = max(columns.min() - r, 0), min(columns.max() + r + 1, x.shape[1])
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a[top:bottom, left:right]))[None, None]  # noqa: E731
+    local = ssim_map(as_tensor(x), as_tensor(y), data_range)[0, 0].numpy()
+    return float(local[mask[top + r : bottom - r, left + r : right - r]].mean())
 
 
 def _pair(image: np.ndarray, reference: np.ndarray, window: Window) -> tuple[np.ndarray, np.ndarray]:

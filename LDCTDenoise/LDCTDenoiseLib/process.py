@@ -8,6 +8,7 @@ leaves nothing behind.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -113,8 +114,6 @@ class BackgroundDenoise:
 
 def _child_environment() -> dict:
     """The child imports LDCTDenoiseLib from where this process found it (a checkout or a module)."""
-    import os
-
     library_parent = str(Path(__file__).resolve().parent.parent)
     path = os.environ.get("PYTHONPATH", "")
     return {**os.environ, "PYTHONPATH": library_parent + (os.pathsep + path if path else "")}

@@ -14,6 +14,8 @@ variance that of ``I0 * a`` (Yu et al., Med Phys 2012).
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -82,24 +84,38 @@ def simulate_low_dose(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    workers: int = 1,
 ) -> Volume:
-    """A low-dose version of a normal-dose volume; reproducible for a given seed."""
+    """A low-dose version of a normal-dose volume; reproducible for a given seed.
+
+    Each slice has its own random stream spawned from ``seed``, so ``workers`` processes give the
+    same result as one.
+    """
     settings = settings or ProjectionNoise()
     column_mm, row_mm = volume.spacing[0], volume.spacing[1]
     if abs(column_mm - row_mm) > 1e-3 * column_mm:
         raise InputError(f"projection noise needs square pixels; got {column_mm} x {row_mm} mm")
-    generators = np.random.default_rng(seed).spawn(volume.array.shape[0])
+    slices = volume.array.shape[0]
+    generators = np.random.default_rng(seed).spawn(slices)
+    jobs = ((volume.array[k].astype(np.float32), column_mm, settings, generators[k]) for k in range(slices))
     low_dose = np.empty(volume.array.shape, dtype=np.float32)
-    for index, rng in enumerate(generators):
-        if should_stop is not None and should_stop():
-            raise Cancelled("simulation cancelled; nothing was written")
-        slice_hu = volume.array[index].astype(np.float32)
-        low_dose[index] = slice_hu + projection_noise_hu(slice_hu, column_mm, settings, rng)
-        if progress is not None:
-            progress(index + 1, volume.array.shape[0])
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        noise_images = pool.map(_noise_of, jobs) if pool is not None else map(_noise_of, jobs)
+        for index, noise in enumerate(noise_images):
+            if should_stop is not None and should_stop():
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                raise Cancelled("simulation cancelled; nothing was written")
+            low_dose[index] = volume.array[index] + noise
+            if progress is not None:
+                progress(index + 1, slices)
     result = volume.with_array(low_dose)
     result.metadata["simulation"] = {"kind": "projection-poisson", "seed": seed, **settings.to_dict()}
     return result
+
+
+def _noise_of(job: tuple) -> np.ndarray:
+    return projection_noise_hu(*job)
 
 
 def _inscribed_circle(side: int) -> np.ndarray:
