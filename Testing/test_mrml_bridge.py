@@ -111,6 +111,7 @@ def test_table_node_holds_one_column_per_key(scene):
     rows = [{"method": "LDCT", "PSNR (dB), soft tissue [-160, 240] HU": 27.8, "slices": 11},
             {"method": "Denoised", "PSNR (dB), soft tissue [-160, 240] HU": 32.0, "slices": 11}]
     node = table_from_rows(scene, rows, "metrics")
+    assert node.GetName() == "metrics"
     table = node.GetTable()
     assert [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())] == list(rows[0])
     assert table.GetNumberOfRows() == 2

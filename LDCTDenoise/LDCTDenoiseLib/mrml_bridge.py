@@ -77,8 +77,9 @@ def table_from_rows(scene, rows: list[dict], name: str, node=None):
 
     if not rows:
         raise InputError("no rows to put in a table")
-    node = node or scene.AddNewNodeByClass("vtkMRMLTableNode")
-    node.SetName(scene.GenerateUniqueName(name) if node.GetName() in (None, "") else node.GetName())
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLTableNode")
+        node.SetName(scene.GenerateUniqueName(name))
     table = node.GetTable()
     table.Initialize()
     for key in rows[0]:
