@@ -12,7 +12,8 @@ import torch
 from LDCTDenoiseLib.io import Volume, write_dicom_series
 from LDCTDenoiseLib.model import Generator, GeneratorConfig
 from LDCTDenoiseLib.normalization import Normalization
-from LDCTDenoiseLib.weights import DEFAULT_MODEL, MANIFEST_NAME, resources_dirs, save_model
+from LDCTDenoiseLib.resources import resources_dirs
+from LDCTDenoiseLib.weights import DEFAULT_MODEL, MANIFEST_NAME, save_model
 
 SHARED_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct"
 TINY_CONFIG = GeneratorConfig(base_width=4, depth=2, cbam_reduction=2)

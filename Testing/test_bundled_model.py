@@ -7,8 +7,9 @@ import pytest
 
 from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.io import Volume, read_volume
+from LDCTDenoiseLib.resources import resources_dirs
 from LDCTDenoiseLib.simulation import ProjectionNoise, simulate_low_dose
-from LDCTDenoiseLib.weights import DEFAULT_MODEL, MANIFEST_NAME, load_model, resources_dirs
+from LDCTDenoiseLib.weights import DEFAULT_MODEL, MANIFEST_NAME, load_model
 
 
 @pytest.fixture

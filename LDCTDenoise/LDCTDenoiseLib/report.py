@@ -130,13 +130,13 @@ def write_report(report: ComparisonReport, out: str | Path, inputs: dict | None 
         raise OutputError(f"{out} exists and is not an empty folder; choose a new --out folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_folder(out) as tmp:
-        _write_csv(tmp / "metrics.csv", [{"region": r.region.name, **m} for r in report.regions
+        write_csv(tmp / "metrics.csv", [{"region": r.region.name, **m} for r in report.regions
                                          for m in r.metrics["means"]])
-        _write_csv(tmp / "slices.csv", [{"region": r.region.name, **row} for r in report.regions
+        write_csv(tmp / "slices.csv", [{"region": r.region.name, **row} for r in report.regions
                                         for row in r.metrics["slices"]])
-        _write_csv(tmp / "t_tests.csv", [{"region": r.region.name, **t} for r in report.regions
+        write_csv(tmp / "t_tests.csv", [{"region": r.region.name, **t} for r in report.regions
                                          for t in r.metrics["t_tests"]])
-        _write_csv(tmp / "densities.csv", [{"region": r.region.name, "bandwidth_hu": r.densities.bandwidth_hu,
+        write_csv(tmp / "densities.csv", [{"region": r.region.name, "bandwidth_hu": r.densities.bandwidth_hu,
                                             **c.summary()} for r in report.regions for c in r.densities.curves])
         (tmp / "report.json").write_text(json.dumps(_as_json(report, inputs or {}), indent=1, default=_plain))
         (tmp / "table.md").write_text(table_markdown(report))
@@ -237,7 +237,8 @@ def _plain(value):
     raise TypeError(f"not JSON: {type(value)}")
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows of dicts as CSV, the first row's keys as the header."""
     with path.open("w", newline="") as handle:
         if rows:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

@@ -21,6 +21,7 @@ from .atomic import write_atomically
 from .errors import NoModelError, WeightsError
 from .model import Generator, GeneratorConfig
 from .normalization import Normalization
+from .resources import resources_dirs
 
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "generator.safetensors"
@@ -29,7 +30,6 @@ ARCHITECTURE = "attention-residual-unet"
 DEFAULT_MODEL = "default"
 CACHE_ENV = "LDCTDENOISE_CACHE_DIR"
 WEIGHTS_ENV = "LDCTDENOISE_WEIGHTS"
-RESOURCES_ENV = "LDCTDENOISE_RESOURCES"
 
 
 @dataclass
@@ -147,16 +147,6 @@ def cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("LDCTDenoise", appauthor=False))
-
-
-def resources_dirs() -> list[Path]:
-    """Where the top-level ``Resources/`` may be: env override, source checkout, built module."""
-    here = Path(__file__).resolve().parent
-    candidates = []
-    if os.environ.get(RESOURCES_ENV):
-        candidates.append(Path(os.environ[RESOURCES_ENV]).expanduser())
-    candidates += [here.parent.parent / "Resources", here.parent / "Resources"]
-    return candidates
 
 
 def model_search_paths(name: str = DEFAULT_MODEL) -> list[Path]:

@@ -1,0 +1,121 @@
+"""Static checks on the Slicer module (Slicer itself cannot run here): the module file compiles, the
+widgets it uses exist in the .ui, parameter bindings match widget kinds, the CMake lists are complete,
+and resources are found both in the checkout and in the built extension's layout."""
+
+from __future__ import annotations
+
+import ast
+import py_compile
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULE_DIR = ROOT / "LDCTDenoise"
+MODULE_FILE = MODULE_DIR / "LDCTDenoise.py"
+UI_FILE = ROOT / "Resources" / "UI" / "LDCTDenoise.ui"
+# Parameters with no widget connector in the wrapper: the widget synchronises them by hand, or they
+# only remember the result nodes.
+MANUAL_PARAMETERS = {"regionSegmentation", "regionSegmentId", "otherVolumes", "metricsTable", "densityChart"}
+MRML_WIDGETS = {"qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox", "qMRMLSegmentSelectorWidget"}
+
+
+def _ui_widgets() -> dict[str, ElementTree.Element]:
+    return {w.get("name"): w for w in ElementTree.parse(UI_FILE).getroot().iter("widget")}
+
+
+def _parameters() -> dict[str, str]:
+    """The parameter node wrapper's fields and their annotations, read from the module's source."""
+    tree = ast.parse(MODULE_FILE.read_text())
+    wrapper = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LDCTDenoiseParameterNode")
+    return {f.target.id: ast.unparse(f.annotation) for f in wrapper.body if isinstance(f, ast.AnnAssign)}
+
+
+def _cmake_list(variable: str) -> list[str]:
+    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    body = re.search(rf"set\({variable}\n(.*?)\n\s*\)", text, re.S).group(1)
+    return [line.strip().replace("${MODULE_NAME}", "LDCTDenoise") for line in body.splitlines() if line.strip()]
+
+
+def test_the_module_file_compiles(tmp_path):
+    py_compile.compile(str(MODULE_FILE), cfile=str(tmp_path / "LDCTDenoise.pyc"), doraise=True)
+
+
+def test_every_widget_the_module_uses_exists_in_the_ui():
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text()))
+    assert used, "the module uses no widget of its .ui"
+    assert used - set(_ui_widgets()) == set()
+
+
+def test_every_bound_widget_names_a_parameter_of_the_right_kind():
+    parameters = _parameters()
+    bound = {}
+    for name, widget in _ui_widgets().items():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[prop.find("string").text] = (name, widget.get("class"))
+    assert set(bound) - set(parameters) == set(), "a .ui widget is bound to a parameter that does not exist"
+    assert set(parameters) - set(bound) - MANUAL_PARAMETERS == set(), "a parameter has no widget"
+    expected = {"Choice": "QComboBox", "bool": "QCheckBox", "int": "QSpinBox", "pathlib.Path": "ctkPathLineEdit",
+                "vtkMRML": "qMRMLNodeComboBox"}
+    for parameter, (name, widget_class) in bound.items():
+        kind = next(k for k in expected if k in parameters[parameter])
+        assert widget_class == expected[kind], f"{name} ({widget_class}) bound to {parameter}: {parameters[parameter]}"
+
+
+def test_every_mrml_widget_gets_the_scene_from_the_ui():
+    root = ElementTree.parse(UI_FILE).getroot()
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    mrml = {name for name, w in _ui_widgets().items() if w.get("class") in MRML_WIDGETS}
+    assert mrml and mrml <= receivers
+
+
+def test_cmake_lists_every_library_file_and_every_resource():
+    scripts = _cmake_list("MODULE_PYTHON_SCRIPTS")
+    library = sorted(str(p.relative_to(MODULE_DIR)) for p in (MODULE_DIR / "LDCTDenoiseLib").rglob("*.py"))
+    assert sorted(s for s in scripts if s.startswith("LDCTDenoiseLib/")) == library
+    assert "LDCTDenoise.py" in scripts
+    resources = _cmake_list("MODULE_PYTHON_RESOURCES")
+    on_disk = sorted("../" + str(p.relative_to(ROOT)) for p in (ROOT / "Resources").rglob("*") if p.is_file())
+    assert sorted(resources) == on_disk
+    for listed in scripts + resources:
+        assert (MODULE_DIR / listed).is_file(), listed
+
+
+@pytest.mark.parametrize("layout", ["checkout", "built extension"])
+def test_resources_are_found_in_the_checkout_and_in_the_built_layout(tmp_path, layout):
+    """The built layout is made the way Slicer's build copies files (each listed path appended to the
+    destination folder, qt-scripted-modules): a stand-in for the build, which cannot run here."""
+    if layout == "checkout":
+        module_dir = MODULE_DIR
+    else:
+        module_dir = tmp_path / "lib" / "Slicer-5.8" / "qt-scripted-modules"
+        for listed in _cmake_list("MODULE_PYTHON_SCRIPTS") + _cmake_list("MODULE_PYTHON_RESOURCES"):
+            target = (module_dir / listed).resolve()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(MODULE_DIR / listed, target)
+    code = ("from LDCTDenoiseLib.resources import resource_path; "
+            "print(resource_path('UI/LDCTDenoise.ui')); print(resource_path('Models/default/manifest.json'))")
+    env = {"PYTHONPATH": str(module_dir), "PATH": ""}
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    ui, manifest = (Path(line) for line in found.stdout.split())
+    assert ui.is_file() and manifest.is_file()
+    assert ui.parent.parent.parent == module_dir.resolve().parent  # Resources/ sits beside the module folder
+
+
+def test_slicer_requirements_are_pyproject_dependencies_and_missing_ones_are_named():
+    import tomllib
+
+    from LDCTDenoiseLib.requirements import SLICER_PACKAGES, missing_packages
+
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert set(SLICER_PACKAGES.values()) <= set(dependencies)
+    assert missing_packages() == []  # this environment has them all
+    assert missing_packages({"numpy": "numpy>=1.24", "no_such_module_here": "no-such-package>=1"}) == [
+        "no-such-package>=1"]
