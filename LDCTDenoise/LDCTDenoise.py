@@ -126,7 +126,11 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self):
-        self.setParameterNode(None)
+        # A run goes on in the background while another module is shown; the timer still polls it.
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
 
     def onSceneStartClose(self, caller, event):
         self._cancelRun()  # the scene the output would go into is going away
@@ -234,7 +238,8 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = error or job.status
         self.ui.elapsedLabel.text = _format_seconds(job.elapsed)
         if job.output_node is not None:
-            self._parameterNode.outputVolume = job.output_node
+            if self._parameterNode:
+                self._parameterNode.outputVolume = job.output_node
             slicer.util.setSliceViewerLayers(background=job.output_node, fit=True)
         if error:
             slicer.util.errorDisplay(_("Denoising failed: {reason}").format(reason=error))
