@@ -12,22 +12,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from LDCTDenoiseLib.comparison import METRICS, means_by_method, paired_t_tests
 from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
-from LDCTDenoiseLib.metrics import DEFAULT_WINDOWS, psnr, slice_metrics
+from LDCTDenoiseLib.metrics import DEFAULT_WINDOWS, slice_metrics
 from LDCTDenoiseLib.normalization import Normalization
 from LDCTDenoiseLib.weights import MANIFEST_NAME, LoadedModel, load_model
 
+from .baselines import best_gaussian_sigma, gaussian_slices
 from .checkpoint import CHECKPOINTS, is_exported_model, load_checkpoint
 from .config import TrainConfig
 from .data import Patient, load_patients, split_patients
 from .export import generator_from_checkpoint
 from .volumes import SeriesCache, evenly_spaced, projection_settings
-
-SIGMAS_PX = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 
 
 def load_any_model(source: str | Path) -> LoadedModel:
@@ -72,12 +70,12 @@ def evaluate(
     cache = SeriesCache(config.data.cache, config.data.simulation_workers, quiet)
     settings = projection_settings(config.noise, dose)
     tuning = splits["validation"] or splits[split]
-    sigma = _best_sigma([_pair(p, cache, settings, seed, max_slices) for p in tuning])
+    sigma = best_gaussian_sigma([_pair(p, cache, settings, seed, max_slices) for p in tuning])
     denoiser = VolumeDenoiser(model, EngineOptions(device=device))
     rows = []
     for patient in splits[split]:
         noisy, clean = _pair(patient, cache, settings, seed, max_slices)
-        methods = {"input": noisy, "gaussian": _gaussian(noisy, sigma), "model": denoiser(noisy)}
+        methods = {"input": noisy, "gaussian": gaussian_slices(noisy, sigma), "model": denoiser(noisy)}
         for k in range(clean.shape[0]):
             for window in DEFAULT_WINDOWS:
                 for method, volume in methods.items():
@@ -129,26 +127,3 @@ def _pair(patient: Patient, cache: SeriesCache, settings, seed: int, max_slices:
     clean, noisy = cache.ndct(patient).hu, cache.simulated_ldct(patient, settings, seed).hu
     keep = evenly_spaced(clean.shape[0], max_slices)
     return np.asarray(noisy[keep], dtype=np.float32), np.asarray(clean[keep], dtype=np.float32)
-
-
-def _gaussian(volume: np.ndarray, sigma: float) -> np.ndarray:
-    """In-plane Gaussian filter, slice by slice (as the network works)."""
-    return ndimage.gaussian_filter(volume, sigma=(0, sigma, sigma)).astype(np.float32)
-
-
-def _best_sigma(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    window = DEFAULT_WINDOWS[0]
-
-    def mean_psnr(sigma: float) -> float:
-        return float(
-            np.mean(
-                [
-                    psnr(filtered[k], clean[k], window)
-                    for noisy, clean in pairs
-                    for filtered in [_gaussian(noisy, sigma)]
-                    for k in range(clean.shape[0])
-                ]
-            )
-        )
-
-    return max(SIGMAS_PX, key=mean_psnr)

@@ -138,10 +138,10 @@ def write_report(report: ComparisonReport, out: str | Path, inputs: dict | None 
                                          for t in r.metrics["t_tests"]])
         write_csv(tmp / "densities.csv", [{"region": r.region.name, "bandwidth_hu": r.densities.bandwidth_hu,
                                             **c.summary()} for r in report.regions for c in r.densities.curves])
-        (tmp / "report.json").write_text(json.dumps(_as_json(report, inputs or {}), indent=1, default=_plain))
+        (tmp / "report.json").write_text(json.dumps(_as_json(report, inputs or {}), indent=1, default=json_default))
         (tmp / "table.md").write_text(table_markdown(report))
         for result in report.regions:
-            plot_densities(result.densities, f"{result.region.name}", tmp / f"density-{_slug(result.region.name)}.png")
+            plot_densities(result.densities, f"{result.region.name}", tmp / f"density-{slug(result.region.name)}.png")
     return sorted(out.iterdir())
 
 
@@ -225,11 +225,13 @@ def _numbers(text: str, context: str) -> list[float]:
         raise InputError(f"region {context!r}: {text!r} is not a list of numbers") from None
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """A file-name-safe form of a region or case name."""
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-") or "region"
 
 
-def _plain(value):
+def json_default(value):
+    """numpy values as plain JSON numbers and lists (``json.dumps(default=...)``)."""
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):

@@ -1,0 +1,76 @@
+"""The evaluation study: its building blocks, and the quick report end to end on the real CT."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from evaluation.__main__ import main
+from evaluation.config import load_study
+from evaluation.data import moved
+from evaluation.tables import significance, summary
+from LDCTDenoiseLib.alignment import align
+from LDCTDenoiseLib.io import Volume
+from LDCTDenoiseLib.simulation import make_phantom
+from training.baselines import bm3d_available, estimate_noise_hu
+
+
+def test_significance_marks_follow_the_p_value():
+    assert [significance(p) for p in (0.001, 0.0099, 0.03, 0.049, 0.05, 0.5, float("nan"))] == \
+        ["**", "**", "*", "*", "", "", ""]
+
+
+def test_summary_tests_each_method_against_the_proposed_one_paired_over_slices():
+    rng = np.random.default_rng(0)
+    base = rng.normal(30, 1, 8)
+    rows = [{"window": "w", "method": m, "slice": k, "psnr": v, "ssim": v / 40, "rmse_hu": 100 - v, "nrmse": 1 / v}
+            for k in range(8) for m, v in (("A", base[k] + 0.5 + rng.normal(0, 0.1)), ("P", base[k]))]
+    entries = {e["method"]: e for e in summary(rows, ["A", "P"], proposed="P")}
+    a = [r["psnr"] for r in rows if r["method"] == "A"]
+    p = [r["psnr"] for r in rows if r["method"] == "P"]
+    assert entries["A"]["psnr_p"] == pytest.approx(stats.ttest_rel(a, p).pvalue)
+    assert entries["A"]["psnr"] == pytest.approx(np.mean(a)) and entries["A"]["n"] == 8
+
+
+def test_noise_estimate_sees_the_noise_std_of_a_phantom():
+    clean = make_phantom((2, 256, 256), seed=1, texture_hu=0.0).array
+    noisy = clean + np.random.default_rng(1).normal(0, 30, clean.shape).astype(np.float32)
+    assert estimate_noise_hu(noisy) == pytest.approx(30, rel=0.15)
+
+
+def test_the_moved_ndct_is_recovered_by_rigid_registration():
+    volume = Volume(make_phantom((12, 128, 128), seed=2).array, spacing=(1.5, 1.5, 2.5), origin=(-96, -96, 0))
+    moving, motion = moved(volume, rotation_deg=2.0, shift_mm=(3.0, -2.0, 0.0))
+    alignment = align(moving, volume, "rigid")
+    assert alignment.transform["rotation_deg"] == pytest.approx(2.0, abs=0.3)
+    np.testing.assert_allclose(np.abs(alignment.transform["translation_mm"][:2]), [3.0, 2.0], atol=0.6)
+
+
+def test_the_studys_regions_lie_on_their_cases(shared_ct):
+    from evaluation.data import load_case
+
+    for spec in load_study().cases:
+        case = load_case(shared_ct.parent, spec)  # every box holds voxels (else load_case raises)
+        assert all(region.voxels > 0 for region in case.regions)
+
+
+def test_quick_report_is_produced_with_tables_figures_and_every_method(shared_ct, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["--quick", "--out", str(out), "--data", str(shared_ct.parent)]) == 0
+    text = (out / "README.md").read_text()
+    assert "QUICK MODE" in text and "## Table 3: regions" in text and "## Table 4: ablation" in text
+    assert "soft tissue W400/L40" in text and "data range 400 HU" in text
+    figures = [line.rsplit("](", 1)[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert figures and all((out / f).read_bytes()[:4] == b"\x89PNG" for f in figures)
+    results = json.loads((out / "results.json").read_text())
+    methods = {m["name"]: m for m in results["methods"]}
+    assert set(methods) == {m.name for m in load_study().methods}
+    assert methods["BM3D"]["available"] == bm3d_available()
+    for name, method in methods.items():
+        assert method["available"] or method["why"], name
+        if method["available"]:
+            assert f": {name} |" in text or f": **{name}** |" in text
+    assert (out / "slices.csv").read_text().count("\n") > 10
