@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -63,6 +64,9 @@ def test_quick_report_is_produced_with_tables_figures_and_every_method(shared_ct
     text = (out / "README.md").read_text()
     assert "QUICK MODE" in text and "## Table 3: regions" in text and "## Table 4: ablation" in text
     assert "soft tissue W400/L40" in text and "data range 400 HU" in text
+    # The contrast-filled descending aorta lies above 240 HU: it is not measured in the soft-tissue window.
+    assert re.search(r"Not measured in this window \(clipping would hide errors\): [^\n]*descending aorta "
+                     r"\(\d+% of its NDCT voxels outside the window\)", text)
     figures = [line.rsplit("](", 1)[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
     assert figures and all((out / f).read_bytes()[:4] == b"\x89PNG" for f in figures)
     results = json.loads((out / "results.json").read_text())

@@ -57,7 +57,8 @@ def ablation_panel(result: CaseResult, methods: list[str], path: Path) -> None:
     names = [n for n in ["LDCT", *methods] if n in panel.images]
     rows, columns = panel.zoom
     reference = panel.images["NDCT"][rows, columns]
-    figure, axes = plt.subplots(2, len(names), figsize=(2.4 * len(names), 5.0), dpi=110, squeeze=False)
+    figure, axes = plt.subplots(2, len(names), figsize=(2.4 * len(names), 5.0), dpi=110, squeeze=False,
+                                layout="constrained")
     for column, name in enumerate(names):
         view = panel.images[name][rows, columns]
         axes[0, column].imshow(view, cmap="gray", vmin=SOFT_TISSUE.low, vmax=SOFT_TISSUE.high)

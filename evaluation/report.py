@@ -22,7 +22,7 @@ from .analysis import StudyResult
 from .config import REPOSITORY
 from .data import BODY
 from .figures import ablation_panel, density_figures, image_panel
-from .tables import markdown, region_table, slice_rows, summary
+from .tables import markdown, region_table, slice_rows, summary, usable_regions
 
 ABLATION = ("Proposed (firstStep)", "WGAN (oneStep)", "Proposed (two-stage)")
 
@@ -133,9 +133,9 @@ def _markdown(result: StudyResult, folder: Path, seconds: float) -> str:
 
 def _ranking(result: StudyResult, names: list[str]) -> list[str]:
     """Plain statements of the order: mean soft-tissue PSNR and SSIM over each case's regions."""
-    lines = ["### Ranking (soft tissue, mean over each case's regions)", ""]
+    lines = ["### Ranking (soft tissue, mean over each case's regions measurable in that window)", ""]
     for r in result.results:
-        entries = summary(slice_rows(r, SOFT_TISSUE), names, result.study.proposed)
+        entries = summary(slice_rows(r, SOFT_TISSUE, usable_regions(r, SOFT_TISSUE)[0]), names, result.study.proposed)
         for key, label in (("psnr", "PSNR"), ("ssim", "SSIM")):
             order = sorted(entries, key=lambda e: -e[key])
             lines.append(f"- {r.case.name}, {r.dose:.0%}, {label}: "
@@ -242,8 +242,12 @@ def _machine() -> str:
 
 
 def _commit() -> str:
+    """The commit the report was built from, flagged when the code differed from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPOSITORY, capture_output=True, text=True, check=True).stdout
+
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPOSITORY, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        dirty = git("status", "--porcelain", "--", "evaluation", "training", "LDCTDenoise", "Resources").strip()
+        return git("rev-parse", "--short", "HEAD").strip() + (" with uncommitted changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

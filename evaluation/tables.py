@@ -12,6 +12,26 @@ from .analysis import CaseResult
 from .data import BODY
 
 COLUMNS = (("PSNR (dB)", "psnr", "{:.2f}"), ("SSIM", "ssim", "{:.4f}"), ("RMSE (HU)", "rmse_hu", "{:.1f}"))
+MAX_CLIPPED = 0.05  # a region whose NDCT lies outside a window more than this is not measured in it
+
+
+def clipped_fraction(result: CaseResult, region: str, window: Window) -> float:
+    """The share of the region's NDCT voxels outside the window (clipping would hide their errors)."""
+    mask = next(r.region.mask for r in result.report.regions if r.region.name == region)
+    hu = result.case.ndct.array[mask]
+    return float(np.mean((hu < window.low) | (hu > window.high)))
+
+
+def usable_regions(result: CaseResult, window: Window) -> tuple[list[str], list[str]]:
+    """The study regions measured in this window, and notes on those left out."""
+    kept, notes = [], []
+    for region in (r.region.name for r in result.report.regions if r.region.name != BODY):
+        share = clipped_fraction(result, region, window)
+        if share > MAX_CLIPPED:
+            notes.append(f"{region} ({share:.0%} of its NDCT voxels outside the window)")
+        else:
+            kept.append(region)
+    return kept, notes
 
 
 def significance(p: float) -> str:
@@ -20,13 +40,13 @@ def significance(p: float) -> str:
     return "**" if p < 0.01 else "*" if p < 0.05 else ""
 
 
-def slice_rows(result: CaseResult, window: Window, regions: list[str] | None = None) -> list[dict]:
-    """Per-slice rows of one window, for the named regions (all study regions when None), in a fixed order."""
+def slice_rows(result: CaseResult, window: Window, regions: list[str]) -> list[dict]:
+    """Per-slice rows of one window for the named regions, in a fixed order (pairs line up across methods)."""
     rows = []
     for region in result.report.regions:
-        name = region.region.name
-        if (regions is None and name != BODY) or (regions is not None and name in regions):
-            rows += [{**row, "region": name} for row in region.metrics["slices"] if row["window"] == window.label]
+        if region.region.name in regions:
+            rows += [{**row, "region": region.region.name} for row in region.metrics["slices"]
+                     if row["window"] == window.label]
     return rows
 
 
@@ -62,15 +82,14 @@ def markdown(entries: list[dict], proposed: str, label: str = "method") -> list[
 
 
 def region_table(result: CaseResult, window: Window, methods: list[str], proposed: str) -> list[str]:
-    """Table 3 for one case and dose: each region, then the mean over the case's regions."""
-    lines = []
-    names = [r.region.name for r in result.report.regions if r.region.name != BODY]
+    """Table 3 for one case and dose: each region measurable in the window, then their mean."""
+    names, left_out = usable_regions(result, window)
     entries = []
-    for name in [*names, None]:
-        rows = slice_rows(result, window, [name] if name else None)
-        for entry in summary(rows, methods, proposed):
-            label = name or "mean of regions"
+    for label, regions in [*((name, [name]) for name in names), ("mean of regions", names)]:
+        for entry in summary(slice_rows(result, window, regions), methods, proposed):
             method = f"**{entry['method']}**" if entry["method"] == proposed else entry["method"]
             entries.append({**entry, "row": f"{label}: {method}"})
-    lines += markdown(entries, proposed, label="region: method")
+    lines = markdown(entries, proposed, label="region: method") if names else ["No region lies inside this window."]
+    if left_out:
+        lines += ["", "Not measured in this window (clipping would hide errors): " + "; ".join(left_out) + "."]
     return lines

@@ -28,6 +28,7 @@ from .metrics import DEFAULT_WINDOWS, Window
 from .roi import Box, Region, box_mask, hu_range_mask, labelmap_mask
 
 REFERENCE = "NDCT"
+OFF_SCALE_JS = 0.5  # bits: a density curve further than this from the reference does not set the plot's axis
 
 
 @dataclass
@@ -169,22 +170,33 @@ def plot_densities(densities: Densities, title: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    scaled = [c for c in densities.curves if c.js_divergence is None or c.js_divergence <= OFF_SCALE_JS]
     for index, curve in enumerate(densities.curves):
         is_reference = curve.name == densities.reference
         label = curve.name if is_reference else f"{curve.name} (JS {curve.js_divergence:.3f})"
+        if curve not in scaled:
+            label += ", off scale"
         axes.plot(curve.hu, curve.density, label=label, color="black" if is_reference else f"C{index}",
                   linewidth=2.2 if is_reference else 1.4, linestyle="--" if is_reference else "-")
-    visible = np.any([c.density > 1e-2 * c.density.max() for c in densities.curves], axis=0)
-    hu = densities.curves[0].hu[visible]
-    axes.set_xlim(hu.min(), hu.max())  # the grid holds every voxel; the axis shows where the mass is
+    # The grid holds every voxel; the axis shows where the mass of the curves lies (0.5-99.5 %), leaving
+    # out curves that share almost nothing with the reference so they do not squeeze the others.
+    low, high = zip(*(_mass_interval(c.hu, c.density) for c in scaled), strict=True)
+    margin = 0.1 * (max(high) - min(low))
+    axes.set_xlim(min(low) - margin, max(high) + margin)
     axes.set_xlabel("HU")
     axes.set_ylabel("probability density")
-    axes.set_title(f"{title}: HU density (KDE, bandwidth {densities.bandwidth_hu:.1f} HU)")
-    axes.legend(frameon=False)
+    axes.set_title(f"{title}: HU density (KDE, bandwidth {densities.bandwidth_hu:.1f} HU)", fontsize=10)
+    axes.legend(frameon=False, fontsize=8)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def _mass_interval(hu: np.ndarray, density: np.ndarray, tail: float = 0.005) -> tuple[float, float]:
+    cumulative = np.cumsum(density)
+    cumulative /= cumulative[-1]
+    return float(np.interp(tail, cumulative, hu)), float(np.interp(1 - tail, cumulative, hu))
 
 
 def _as_json(report: ComparisonReport, inputs: dict) -> dict:
