@@ -69,7 +69,8 @@ def test_quick_report_is_produced_with_tables_figures_and_every_method(shared_ct
                      r"\(\d+% of its NDCT voxels outside the window\)", text)
     figures = [line.rsplit("](", 1)[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
     assert figures and all((out / f).read_bytes()[:4] == b"\x89PNG" for f in figures)
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text(),  # strict JSON: no Infinity or NaN
+                         parse_constant=lambda constant: pytest.fail(f"{constant} in results.json"))
     methods = {m["name"]: m for m in results["methods"]}
     assert set(methods) == {m.name for m in load_study().methods}
     assert methods["BM3D"]["available"] == bm3d_available()

@@ -15,6 +15,8 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from LDCTDenoiseLib.metrics import FULL_RANGE, SOFT_TISSUE
 from LDCTDenoiseLib.report import json_default, slug, write_csv
 
@@ -35,7 +37,8 @@ def write_report(result: StudyResult, out: Path, seconds: float) -> Path:
         (tmp / "figures").mkdir()
         text = _markdown(result, tmp, seconds)
         (tmp / "README.md").write_text(text)
-        (tmp / "results.json").write_text(json.dumps(_as_json(result), indent=1, default=json_default))
+        (tmp / "results.json").write_text(json.dumps(_finite(_as_json(result)), indent=1, default=json_default,
+                                                     allow_nan=False))
         write_csv(tmp / "slices.csv", _all_slice_rows(result))
         _swap(tmp, out)
     finally:
@@ -226,6 +229,17 @@ def _as_json(result: StudyResult) -> dict:
                                  for g in r.report.regions},
                      "unaligned": r.unaligned} for r in result.results],
     }
+
+
+def _finite(value):
+    """Strict JSON: an infinite PSNR (a region clipped whole in a window) or a missing p becomes null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _machine() -> str:
