@@ -186,10 +186,14 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportChartButton.enabled = self._comparison is not None
 
     def onSegmentSelectionChanged(self, *_):
+        if self._parameterNode is None:
+            return
         self._parameterNode.regionSegmentation = self.ui.segmentSelector.currentNode()
         self._parameterNode.regionSegmentId = self.ui.segmentSelector.currentSegmentID() or ""
 
     def onOtherVolumesChanged(self):
+        if self._parameterNode is None:
+            return
         self._parameterNode.otherVolumes = list(self.ui.otherVolumesSelector.checkedNodes())
 
     # --- Denoise ----------------------------------------------------------------------------------
