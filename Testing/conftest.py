@@ -76,6 +76,25 @@ def small_volume(shape=(6, 40, 48), direction=None, seed: int = 0) -> Volume:
                   direction=rotated_direction() if direction is None else direction)
 
 
+def add_volume_node(scene, volume: Volume, name: str = "CT"):
+    """A scalar volume node holding ``volume`` (voxels and geometry), with display nodes."""
+    from LDCTDenoiseLib.mrml_bridge import update_node_from_volume
+
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    node.SetName(name)
+    update_node_from_volume(node, volume)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+@pytest.fixture
+def scene():
+    """A real MRML scene from the slicer-core wheel (imported here only: most tests need no MRML)."""
+    import slicer
+
+    return slicer.vtkMRMLScene()
+
+
 @pytest.fixture
 def dicom_series(tmp_path: Path) -> tuple[Path, Volume]:
     """A DICOM series with a rotated orientation, written from a known volume."""

@@ -27,7 +27,8 @@ def test_significance_marks_follow_the_p_value():
 def test_summary_tests_each_method_against_the_proposed_one_paired_over_slices():
     rng = np.random.default_rng(0)
     base = rng.normal(30, 1, 8)
-    rows = [{"window": "w", "method": m, "slice": k, "psnr": v, "ssim": v / 40, "rmse_hu": 100 - v, "nrmse": 1 / v}
+    rows = [{"window": "w", "data_range": 400.0, "method": m, "slice": k,
+             "psnr": v, "ssim": v / 40, "rmse_hu": 100 - v, "nrmse": 1 / v}
             for k in range(8) for m, v in (("A", base[k] + 0.5 + rng.normal(0, 0.1)), ("P", base[k]))]
     entries = {e["method"]: e for e in summary(rows, ["A", "P"], proposed="P")}
     a = [r["psnr"] for r in rows if r["method"] == "A"]

@@ -10,7 +10,7 @@ import pytest
 import slicer  # the slicer-core wheel (MRML without Qt), installed by `make test`
 import vtk
 
-from conftest import rotated_direction, small_volume
+from conftest import add_volume_node, rotated_direction, small_volume
 from LDCTDenoiseLib.errors import Cancelled, InputError, LDCTError, OutputError
 from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.io import Volume
@@ -24,25 +24,12 @@ from LDCTDenoiseLib.module_logic import (
     export_chart,
     export_table,
 )
-from LDCTDenoiseLib.mrml_bridge import roi_box, segment_mask, update_node_from_volume, volume_from_node
+from LDCTDenoiseLib.mrml_bridge import roi_box, segment_mask, volume_from_node
 from LDCTDenoiseLib.process import CANCELLED, FAILED
 from LDCTDenoiseLib.report import compare
 from LDCTDenoiseLib.roi import Region, box_mask, labelmap_mask
 from LDCTDenoiseLib.simulation import make_phantom
 from LDCTDenoiseLib.weights import load_model
-
-
-@pytest.fixture
-def scene():
-    return slicer.vtkMRMLScene()
-
-
-def _add_volume(scene, volume: Volume, name: str):
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
-    node.SetName(name)
-    update_node_from_volume(node, volume)
-    node.CreateDefaultDisplayNodes()
-    return node
 
 
 def _volume_nodes(scene) -> list:
@@ -52,7 +39,7 @@ def _volume_nodes(scene) -> list:
 
 def test_blocking_denoise_creates_a_new_node_with_the_inputs_geometry(scene, tiny_model_dir):
     volume = small_volume(direction=rotated_direction(25.0))
-    ldct = _add_volume(scene, volume, "LDCT")
+    ldct = add_volume_node(scene, volume, "LDCT")
     ldct.GetDisplayNode().SetAutoWindowLevel(False)
     ldct.GetDisplayNode().SetWindowLevel(400, 40)
     seen = []
@@ -74,7 +61,7 @@ def test_blocking_denoise_creates_a_new_node_with_the_inputs_geometry(scene, tin
 
 
 def test_a_chosen_output_node_is_filled_and_the_input_can_never_be_the_output(scene, tiny_model_dir):
-    ldct = _add_volume(scene, small_volume(), "LDCT")
+    ldct = add_volume_node(scene, small_volume(), "LDCT")
     chosen = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
     chosen.SetName("mine")
     assert denoise(scene, ldct, chosen, weights=str(tiny_model_dir), device="cpu") is chosen
@@ -86,7 +73,7 @@ def test_a_chosen_output_node_is_filled_and_the_input_can_never_be_the_output(sc
 
 
 def test_a_cancelled_background_run_leaves_the_scene_unchanged(scene, tiny_model_dir):
-    ldct = _add_volume(scene, small_volume(), "LDCT")
+    ldct = add_volume_node(scene, small_volume(), "LDCT")
     before = scene.GetNumberOfNodes()
     job = denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu", wait_for_completion=False)
     assert isinstance(job, DenoiseJob) and job.poll() == "running"
@@ -100,7 +87,7 @@ def test_a_cancelled_background_run_leaves_the_scene_unchanged(scene, tiny_model
 
 
 def test_a_failed_run_reports_the_childs_reason_and_adds_nothing(scene, tmp_path):
-    ldct = _add_volume(scene, small_volume(), "LDCT")
+    ldct = add_volume_node(scene, small_volume(), "LDCT")
     before = scene.GetNumberOfNodes()
     job = DenoiseJob(scene, ldct, weights=str(tmp_path / "no-model"), device="cpu")
     with pytest.raises(LDCTError, match="no model manifest"):
@@ -110,7 +97,7 @@ def test_a_failed_run_reports_the_childs_reason_and_adds_nothing(scene, tmp_path
 
 
 def test_a_transformed_volume_is_refused_with_the_fix(scene):
-    ldct = _add_volume(scene, small_volume(), "LDCT")
+    ldct = add_volume_node(scene, small_volume(), "LDCT")
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     ldct.SetAndObserveTransformNodeID(transform.GetID())
     with pytest.raises(InputError, match="Harden transform"):
@@ -135,9 +122,9 @@ def ct_scene(scene):
     grid = Volume(clean.array, spacing=(1.2, 1.2, 2.5), origin=(-40.0, -35.0, 10.0),
                   direction=rotated_direction(15.0))
     noise = np.random.default_rng(0).normal(0, 40, grid.array.shape).astype(np.float32)
-    nodes = {"NDCT": _add_volume(scene, grid, "NDCT"),
-             "LDCT": _add_volume(scene, grid.with_array(grid.array + noise), "LDCT"),
-             "Denoised": _add_volume(scene, grid.with_array(grid.array + noise / 3), "Denoised")}
+    nodes = {"NDCT": add_volume_node(scene, grid, "NDCT"),
+             "LDCT": add_volume_node(scene, grid.with_array(grid.array + noise), "LDCT"),
+             "Denoised": add_volume_node(scene, grid.with_array(grid.array + noise / 3), "Denoised")}
     return scene, grid, nodes
 
 

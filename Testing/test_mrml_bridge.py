@@ -7,7 +7,7 @@ import pytest
 import slicer  # the slicer-core wheel (MRML without Qt), installed by `make test`
 import slicer.util
 
-from conftest import rotated_direction, small_volume
+from conftest import add_volume_node, rotated_direction, small_volume
 from LDCTDenoiseLib.density import hu_densities
 from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.mrml_bridge import (
@@ -22,21 +22,9 @@ from LDCTDenoiseLib.mrml_bridge import (
 from LDCTDenoiseLib.roi import Box, box_mask
 
 
-@pytest.fixture
-def scene():
-    return slicer.vtkMRMLScene()
-
-
-def _node_with(scene, volume):
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
-    node.SetName("CT")
-    update_node_from_volume(node, volume)
-    return node
-
-
 def test_round_trip_with_a_rotated_direction_keeps_voxels_and_geometry(scene):
     volume = small_volume(direction=rotated_direction(35.0))
-    node = _node_with(scene, volume)
+    node = add_volume_node(scene, volume)
     back = volume_from_node(node)
     np.testing.assert_array_equal(back.array, volume.array)
     np.testing.assert_allclose(back.spacing, volume.spacing)
@@ -52,7 +40,7 @@ def test_round_trip_with_a_rotated_direction_keeps_voxels_and_geometry(scene):
 
 
 def test_reading_a_node_copies_its_voxels(scene):
-    node = _node_with(scene, small_volume())
+    node = add_volume_node(scene, small_volume())
     volume = volume_from_node(node)
     volume.array[:] = 0
     assert slicer.util.arrayFromVolume(node).any()
@@ -60,7 +48,7 @@ def test_reading_a_node_copies_its_voxels(scene):
 
 def test_output_node_copies_the_orientation_and_never_aliases_the_input(scene):
     volume = small_volume(direction=rotated_direction(20.0))
-    node = _node_with(scene, volume)
+    node = add_volume_node(scene, volume)
     output = new_output_node(scene, node)
     assert output is not node and output.GetID() != node.GetID()
     assert output.GetName() == "CT denoised"

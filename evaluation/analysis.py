@@ -20,7 +20,7 @@ from LDCTDenoiseLib.report import ComparisonReport, compare
 from training.baselines import best_gaussian_sigma
 
 from .config import Study
-from .data import BODY, Case, load_case, low_dose, moved, read_slices
+from .data import Case, load_case, low_dose, moved, read_slices
 from .methods import Method, build_methods
 
 
@@ -71,9 +71,8 @@ def run_study(study: Study, data: Path, device: str = "auto",
                     say(f"  {method.name}")
                     outputs[method.name] = case.ndct.with_array(method(ldct.array))
             report = compare(case.ndct, outputs, case.regions)
-            body = next(r for r in case.regions if r.name == BODY).mask
             result = CaseResult(case, dose, report, _panel(case, outputs),
-                                float(np.std((ldct.array - case.ndct.array)[body])))
+                                float(np.std((ldct.array - case.ndct.array)[case.body.mask])))
             if study.register_unaligned:
                 result.unaligned = _unaligned(study, case, outputs)
             results.append(result)
@@ -100,15 +99,14 @@ def _panel(case: Case, outputs: dict) -> Panel:
 def _unaligned(study: Study, case: Case, outputs: dict) -> list[dict]:
     """Soft-tissue figures in the body against the moved NDCT, unregistered and rigidly registered."""
     moving, motion = moved(case.ndct, study.rotation_deg, study.shift_mm)
-    body = [r for r in case.regions if r.name == BODY]
+    applied = describe_transform(motion)
     compared = {name: outputs[name] for name in ("LDCT", study.proposed) if name in outputs}
     rows = []
     for registration in ("none", "rigid"):
-        report = compare(moving, compared, body, registration=registration)
+        report = compare(moving, compared, [case.body], registration=registration)
         for means in report.regions[0].metrics["means"]:
             if means["window"] == SOFT_TISSUE.label:
                 rows.append({"registration": registration, "method": means["method"], "psnr": means["psnr"],
                              "ssim": means["ssim"], "rmse_hu": means["rmse_hu"],
-                             "recovered": report.alignment.to_dict().get("transform"),
-                             "applied": describe_transform(motion)})
+                             "recovered": report.alignment.transform, "applied": applied})
     return rows

@@ -29,6 +29,10 @@ class Case:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def body(self) -> Region:
+        return next(r for r in self.regions if r.name == BODY)
+
 
 def read_slices(data: Path, series: str, slices: tuple[int, int]) -> Volume:
     """Slices [first, end) of a series, with the geometry of the first one kept."""

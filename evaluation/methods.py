@@ -12,6 +12,7 @@ import numpy as np
 from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.weights import load_model
 from training.baselines import bm3d_available, bm3d_slices, estimate_noise_hu, gaussian_slices
+from training.checkpoint import is_exported_model
 
 from .config import MethodSpec
 
@@ -88,7 +89,7 @@ def build_methods(specs: tuple[MethodSpec, ...], gaussian_sigma_px: float, devic
 
 
 def _model(spec: MethodSpec, device: str) -> Method:
-    if spec.path is None or not (spec.path / "manifest.json").is_file():
+    if spec.path is None or not is_exported_model(spec.path):
         return Model(spec.name, spec.kind, available=False, why=f"no exported model at {spec.path}")
     loaded = load_model(spec.path)
     provenance = loaded.manifest.get("provenance", {})

@@ -1,7 +1,7 @@
 """The report: docs/evaluation/README.md with its figures, results.json and slices.csv.
 
-Written into a new folder beside the target and swapped in at the end, so a failed or cancelled
-run leaves the previous report as it was.
+Written into a new folder beside the target and swapped in at the end (``atomic_folder``), so a
+failed or cancelled run leaves the previous report as it was.
 """
 
 from __future__ import annotations
@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from LDCTDenoiseLib.atomic import atomic_folder
 from LDCTDenoiseLib.metrics import FULL_RANGE, SOFT_TISSUE
 from LDCTDenoiseLib.report import json_default, slug, write_csv
 
@@ -32,28 +31,14 @@ ABLATION = ("Proposed (firstStep)", "WGAN (oneStep)", "Proposed (two-stage)")
 def write_report(result: StudyResult, out: Path, seconds: float) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    try:
+    with atomic_folder(out, replace=True) as tmp:
         (tmp / "figures").mkdir()
         text = _markdown(result, tmp, seconds)
         (tmp / "README.md").write_text(text)
         (tmp / "results.json").write_text(json.dumps(_finite(_as_json(result)), indent=1, default=json_default,
                                                      allow_nan=False))
         write_csv(tmp / "slices.csv", _all_slice_rows(result))
-        _swap(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out / "README.md"
-
-
-def _swap(new: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(new, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _markdown(result: StudyResult, folder: Path, seconds: float) -> str:

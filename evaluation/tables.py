@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from LDCTDenoiseLib.comparison import paired_t_tests
+from LDCTDenoiseLib.comparison import means_by_method, paired_t_tests
 from LDCTDenoiseLib.metrics import Window
 
 from .analysis import CaseResult
@@ -52,19 +52,13 @@ def slice_rows(result: CaseResult, window: Window, regions: list[str]) -> list[d
 
 def summary(rows: list[dict], methods: list[str], proposed: str) -> list[dict]:
     """Mean +- std per method over the rows, with each metric's p against the proposed method."""
+    rows = [r for r in rows if r["method"] in methods]
     tests = {(t["a"], t["b"]): t for t in paired_t_tests(rows)}
     out = []
-    for method in methods:
-        mine = [r for r in rows if r["method"] == method]
-        if not mine:
-            continue
-        entry = {"method": method, "n": len(mine)}
-        for _, key, _ in COLUMNS:
-            values = np.array([r[key] for r in mine])
-            entry[key], entry[f"{key}_std"] = float(values.mean()), float(values.std())
-            test = tests.get((method, proposed)) or tests.get((proposed, method))
-            entry[f"{key}_p"] = float("nan") if test is None else test[f"{key}_p"]
-        out.append(entry)
+    for entry in means_by_method(rows):
+        test = tests.get((entry["method"], proposed)) or tests.get((proposed, entry["method"]))
+        p_values = {f"{key}_p": float("nan") if test is None else test[f"{key}_p"] for _, key, _ in COLUMNS}
+        out.append({**entry, "n": entry["slices"], **p_values})
     return out
 
 

@@ -25,17 +25,25 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_folder(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; it is renamed to ``path`` only on success."""
+def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; it is renamed to ``path`` only on success.
+
+    An existing ``path`` must be empty, unless ``replace``: then the old folder is moved aside and
+    removed only once the new one is in place.
+    """
     path = Path(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
     try:
         yield tmp
-        if path.exists():
+        if path.exists() and replace:
+            os.replace(path, old)
+        elif path.exists():
             path.rmdir()  # only an empty folder may be replaced
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> None:

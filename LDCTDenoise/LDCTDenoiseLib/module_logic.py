@@ -226,8 +226,7 @@ def _region(grid, roi_node, segmentation_node, segment_id: str | None) -> Region
     if roi_node is not None:
         return Region(roi_node.GetName(), roi_mask(roi_node, grid), f"Markups ROI {roi_node.GetName()}")
     if segmentation_node is not None:
-        segment = segmentation_node.GetSegmentation().GetSegment(segment_id or "")
-        name = segment.GetName() if segment is not None else str(segment_id)
-        return Region(name, segment_mask(segmentation_node, segment_id, grid),
-                      f"segment {name} of {segmentation_node.GetName()}")
+        mask = segment_mask(segmentation_node, segment_id, grid)  # refuses an absent segment
+        name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
+        return Region(name, mask, f"segment {name} of {segmentation_node.GetName()}")
     raise InputError("choose a region: a Markups ROI node, or a segmentation node and one of its segments")
