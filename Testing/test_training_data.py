@@ -12,9 +12,9 @@ from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.io import read_volume, write_volume
 from LDCTDenoiseLib.normalization import Normalization
 from LDCTDenoiseLib.simulation import ProjectionNoise, make_phantom, simulate_low_dose
-from training.config import NoiseConfig, Stage2Config
+from training.config import DataConfig, NoiseConfig, Stage2Config
 from training.data import Patient, load_patients, split_patients
-from training.sampling import CropSpec, SlicePair, Stage1Crops, Stage2Pairs, StepBatches
+from training.sampling import SAMPLE_FIELDS, CropSpec, SlicePair, Stage1Crops, Stage2Pairs, StepBatches
 from training.volumes import SeriesCache
 
 
@@ -187,3 +187,63 @@ def test_step_batches_split_each_global_batch_among_processes():
     assert ranks == [[[8, 9], [12, 13]], [[10, 11], [14, 15]]]
     with pytest.raises(ValueError, match="divide"):
         StepBatches(5, 0, 1, world_size=2)
+
+
+def test_scanner_stage1_crops_record_their_draws_and_are_reproducible():
+    volume = make_phantom((2, 96, 96))
+    pair = SlicePair(volume.array, pixel_mm=volume.spacing[0])
+    noise = NoiseConfig(kind="scanner", scanner={"added_noise_hu": [20, 20], "views": [120, 120]})
+    augment = DataConfig(flips=True, rot90=True, pixel_scale=[0.8, 1.25])
+    dataset = Stage1Crops([pair], CropSpec(32, seed=3, normalization=Normalization()), noise, augment)
+    samples = [dataset[i] for i in range(6)]
+    again = dataset[2]
+    assert np.array_equal(samples[2]["input"], again["input"]) and np.array_equal(samples[2]["params"], again["params"])
+    params = [dict(zip(SAMPLE_FIELDS, s["params"].tolist(), strict=True)) for s in samples]
+    assert all(p["added_noise_hu"] == pytest.approx(20.0) and p["views"] == 120 for p in params)
+    pixel = [p["pixel_mm"] / volume.spacing[0] for p in params]
+    assert all(0.8 <= f <= 1.25 for f in pixel) and len({round(f, 3) for f in pixel}) == 6
+    assert {p["rot90"] for p in params} | {p["flip"] for p in params} != {0.0}
+    residual = np.concatenate([(s["input"] - s["target"]).numpy().ravel() for s in samples]) * Normalization().scale
+    assert 5.0 < residual.std() < 60.0  # noise of the asked order where the crops hold tissue and air
+
+
+def test_an_unscaled_unturned_scanner_crop_is_the_ndct_itself():
+    volume = make_phantom((1, 64, 64))
+    noise = NoiseConfig(kind="scanner", scanner={"added_noise_hu": [10, 10], "views": [64, 64]})
+    dataset = Stage1Crops([SlicePair(volume.array, pixel_mm=volume.spacing[0])],
+                          CropSpec(32, seed=0, normalization=Normalization()), noise)
+    sample = dataset[0]
+    target_hu = Normalization().to_hu(sample["target"].numpy()[0])
+    windows = [volume.array[0, t : t + 32, c : c + 32] for t in range(33) for c in range(33)]
+    assert any(np.allclose(target_hu, w, atol=0.05) for w in windows)
+
+
+def test_a_subject_belongs_to_one_split(tmp_path, phantom_dataset):
+    ndct = phantom_dataset / "patient-0" / "ndct.nrrd"
+    manifest = tmp_path / "data.csv"
+    manifest.write_text(f"# two studies of one subject\npatient,subject,ndct,split\na1,A,{ndct},train\n"
+                        f"a2,A,{ndct},test\n")
+    with pytest.raises(InputError, match="subject A has series in several splits"):
+        load_patients(manifest)
+    manifest.write_text("patient,subject,ndct\n" + "".join(f"{n},{n[0]},{ndct}\n" for n in ("a1", "a2", "b1", "c1")))
+    for seed in range(5):
+        splits = split_patients(load_patients(manifest), validation=1, test=1, seed=seed)
+        people = {name: {p.person for p in patients} for name, patients in splits.items()}
+        assert not (people["train"] & people["test"]) and not (people["train"] & people["validation"])
+
+
+def test_the_shared_data_manifest_lists_every_series_readable_and_splits_by_subject(shared_ct):
+    manifest = Path(__file__).resolve().parents[1] / "training" / "datasets" / "shared-ct-all.csv"
+    patients = load_patients(manifest)
+    listed = {p.ndct.resolve() for p in patients}
+    unlisted = [folder for folder in {f.parent.resolve() for f in shared_ct.rglob("*.dcm")}
+                if not any(folder == series or series in folder.parents for series in listed)]
+    assert not unlisted, f"series in ../shared/data missing from the manifest: {unlisted}"
+    splits = split_patients(patients, 0, 0, 0)
+    people = {name: {p.person for p in members} for name, members in splits.items()}
+    assert not (people["train"] & people["test"] | people["train"] & people["validation"] | people["test"]
+                & people["validation"])
+    assert {"thorax-141", "TCGA-DE-A4MA"} <= people["test"]  # Philips; head, neck and shoulders
+    for patient in patients:
+        volume = read_volume(patient.ndct)
+        assert volume.array.ndim == 3 and np.isfinite(volume.array).all() and min(volume.spacing) > 0

@@ -31,12 +31,16 @@ class DataConfig:
     crop: int = 128
     min_tissue_fraction: float = 0.1  # crops with fewer pixels above -700 HU are drawn again
     workers: int = 2  # DataLoader workers
+    flips: bool = False  # random left-right flip of each crop pair
+    rot90: bool = False  # random 90-degree rotations (streaks of every direction)
+    pixel_scale: list[float] = field(default_factory=list)  # [low, high]: crops resampled to pixel x f
     simulation_workers: int = 2  # processes for projection-domain simulation
 
 
 @dataclass
 class NoiseConfig:
-    kind: str = "gaussian"  # stage-1 input: gaussian | projection
+    kind: str = "gaussian"  # stage-1 input: gaussian | projection | scanner (randomised, drawn per crop)
+    scanner: dict = field(default_factory=dict)  # ScannerRanges overrides, e.g. {added_noise_hu: [5, 150]}
     gaussian_std_hu: list[float] = field(default_factory=lambda: [25.0, 25.0])  # drawn uniformly per crop
     spatially_varying: bool = False  # Gaussian std modulated by a smooth random field (x0.5..x1.5)
     dose_fractions: list[float] = field(default_factory=lambda: [0.25])  # projection noise
@@ -94,6 +98,7 @@ class ValidationConfig:
     crop: int = 256  # central crop of each slice; 0 = whole slice
     dose_fraction: float = 0.25
     seed: int = 1000
+    scanner: dict = field(default_factory=dict)  # ScannerNoise of the validation LDCT when noise.kind is scanner
 
 
 @dataclass

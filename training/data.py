@@ -1,7 +1,8 @@
 """Datasets of patients: which NDCT (and optional LDCT) series belong to whom, and the split.
 
-A dataset is either a manifest (CSV with columns ``patient,ndct[,ldct][,split]`` or YAML with a
-``patients:`` list of the same keys; relative paths are relative to the manifest) or a folder
+A dataset is either a manifest (CSV with columns ``patient,ndct[,subject][,ldct][,split]``, lines
+starting with ``#`` are comments, or YAML with a ``patients:`` list of the same keys; relative paths
+are relative to the manifest; ``subject`` groups several series of one person) or a folder
 that follows the convention: one sub-folder per patient holding ``ndct`` and optionally
 ``ldct`` (each a DICOM folder or a volume file such as ``ndct.nrrd``); a patient folder without
 them that is itself a DICOM series is taken as NDCT only.
@@ -28,6 +29,11 @@ class Patient:
     ndct: Path
     ldct: Path | None = None
     split: str | None = None  # fixed by the manifest; None = drawn by split_patients
+    subject: str = ""  # the person; several series (studies) of one subject share one split
+
+    @property
+    def person(self) -> str:
+        return self.subject or self.name
 
 
 def load_patients(source: str | Path) -> list[Patient]:
@@ -44,6 +50,13 @@ def load_patients(source: str | Path) -> list[Patient]:
     names = [patient.name for patient in patients]
     if len(set(names)) != len(names):
         raise InputError(f"dataset {source}: patient names must be unique; got {sorted(names)}")
+    splits_of: dict[str, set] = {}
+    for patient in patients:
+        splits_of.setdefault(patient.person, set()).add(patient.split)
+    for person, splits in splits_of.items():
+        if len(splits) > 1:
+            raise InputError(f"dataset {source}: subject {person} has series in several splits "
+                             f"({', '.join(sorted(str(s) for s in splits))}); a subject belongs to one split")
     for patient in patients:
         for path in (patient.ndct, patient.ldct):
             if path is not None and not path.exists():
@@ -54,21 +67,25 @@ def load_patients(source: str | Path) -> list[Patient]:
 def split_patients(
     patients: list[Patient], validation: float | int, test: float | int, seed: int
 ) -> dict[str, list[Patient]]:
-    """Patient-level split: manifest-fixed splits are kept, the rest is shuffled with ``seed``.
+    """Subject-level split: manifest-fixed splits are kept, the other subjects are shuffled with ``seed``.
 
     ``validation``/``test`` are counts (int) or fractions of all patients (float), as in the
     paper's 46 train / 18 test of 64.
     """
     fixed = {name: [p for p in patients if p.split == name] for name in SPLITS}
-    free = [p for p in patients if p.split is None]
-    order = np.random.default_rng(seed).permutation(len(free))
-    free = [free[i] for i in order]
+    free_people: dict[str, list[Patient]] = {}
+    for patient in patients:
+        if patient.split is None:
+            free_people.setdefault(patient.person, []).append(patient)
+    people = list(free_people.values())
+    order = np.random.default_rng(seed).permutation(len(people))
+    people = [people[i] for i in order]
     wanted = {"validation": _count(validation, len(patients)), "test": _count(test, len(patients))}
     result = {name: list(fixed[name]) for name in SPLITS}
     for name in ("test", "validation"):
-        while len(result[name]) < wanted[name] and free:
-            result[name].append(free.pop(0))
-    result["train"] += free
+        while len(result[name]) < wanted[name] and people:
+            result[name].extend(people.pop(0))
+    result["train"] += [patient for person in people for patient in person]
     if not result["train"]:
         raise InputError(f"no training patients left after the split of {len(patients)} patients")
     return result
@@ -85,7 +102,7 @@ def _count(value: float | int, total: int) -> int:
 def _read_manifest(path: Path) -> list[Patient]:
     if path.suffix.lower() == ".csv":
         with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
+            rows = list(csv.DictReader(line for line in handle if not line.lstrip().startswith("#")))
     elif path.suffix.lower() in (".yaml", ".yml"):
         rows = (yaml.safe_load(path.read_text()) or {}).get("patients", [])
     else:
@@ -105,6 +122,7 @@ def _patient_from_row(row: dict, manifest: Path, number: int) -> Patient:
         ndct=(manifest.parent / str(row["ndct"]).strip()).resolve(),
         ldct=(manifest.parent / ldct).resolve() if ldct else None,
         split=split,
+        subject=str(row.get("subject") or "").strip(),
     )
 
 

@@ -15,11 +15,15 @@ from scipy import ndimage
 from torch.utils.data import Dataset, Sampler
 
 from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.simulation.scanner import FILTERS, ScannerRanges, SliceProjection
 
-from .config import NoiseConfig, Stage2Config
+from .config import DataConfig, NoiseConfig, Stage2Config
 
 TISSUE_HU = -700.0  # a crop must hold some pixels above this (not air only)
 CROP_TRIES = 20
+PROJECTIONS_KEPT = 1024  # slices whose SliceProjection a worker keeps (about 150 kB each)
+SAMPLE_FIELDS = ("added_noise_hu", "filter", "cutoff", "views", "detector_mm", "electronic_std", "bowtie",
+                 "modulation", "pixel_mm", "rot90", "flip")  # what a scanner-noise sample records
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class SlicePair:
     ndct: np.ndarray  # (slices, rows, columns) HU, usually memory-mapped
     ldct: tuple[np.ndarray, ...] = ()  # same grid; simulated low-dose realisations or a real LDCT
     simulated: bool = True  # a real LDCT is already unaligned; a simulated one is deformed
+    pixel_mm: float = 1.0  # in-plane pixel size (scanner noise is simulated at it)
 
 
 @dataclass(frozen=True)
@@ -102,17 +107,30 @@ class CropDataset(Dataset):
 
 
 class Stage1Crops(CropDataset):
-    """Stage 1: pixel-aligned (noisy, clean) crops; noise is Gaussian or projection-domain."""
+    """Stage 1: pixel-aligned (noisy, clean) crops; noise is Gaussian, projection-domain or scanner.
 
-    def __init__(self, volumes: list[SlicePair], crops: CropSpec, noise: NoiseConfig) -> None:
+    With ``scanner`` noise every crop draws its own ``ScannerNoise`` from the ranges, is simulated
+    at its (optionally rescaled) pixel size and returns what it drew under ``params``
+    (``SAMPLE_FIELDS``; the filter as its index in ``FILTERS``).
+    """
+
+    def __init__(self, volumes: list[SlicePair], crops: CropSpec, noise: NoiseConfig,
+                 augment: DataConfig | None = None) -> None:
         super().__init__(volumes, crops)
         self.noise = noise
+        self.augment = augment or DataConfig()
+        if noise.kind not in ("gaussian", "projection", "scanner"):
+            raise ValueError(f"noise.kind must be gaussian, projection or scanner; got {noise.kind!r}")
         if noise.kind == "projection":
             self.require_low_dose("projection noise")
+        self.ranges = ScannerRanges.from_dict(noise.scanner)
+        self._projections: dict[tuple[int, int], SliceProjection] = {}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = self.rng(index)
         v, k, top, left = self.locate(rng)
+        if self.noise.kind == "scanner":
+            return self._scanner_sample(rng, v, k, top, left)
         window = (k, slice(top, top + self.crop), slice(left, left + self.crop))
         clean = np.asarray(self.volumes[v].ndct[window], dtype=np.float32)
         if self.noise.kind == "projection":
@@ -121,6 +139,47 @@ class Stage1Crops(CropDataset):
         else:
             noisy = clean + gaussian_noise(rng, clean.shape, self.noise)
         return self.tensors(noisy, clean)
+
+    def _scanner_sample(self, rng: np.random.Generator, v: int, k: int, top: int, left: int) -> dict:
+        volume = self.volumes[v]
+        image = np.asarray(volume.ndct[k], dtype=np.float32)
+        scale = float(rng.uniform(*self.augment.pixel_scale)) if self.augment.pixel_scale else 1.0
+        pixel_mm = volume.pixel_mm * scale
+        # crop pixel centres: the located crop's centre kept, the pixel size scaled
+        offsets = (np.arange(self.crop) - (self.crop - 1) / 2) * scale
+        rows = top + (self.crop - 1) / 2 + offsets
+        columns = left + (self.crop - 1) / 2 + offsets
+        if scale == 1.0:
+            clean = image[top : top + self.crop, left : left + self.crop].copy()
+        else:
+            grid = np.meshgrid(rows, columns, indexing="ij")
+            clean = ndimage.map_coordinates(image, grid, order=1, mode="constant", cval=-1024.0).astype(np.float32)
+        settings = self.ranges.draw(rng)
+        projection = self._projection(v, k, image, volume.pixel_mm)
+        centre = (np.asarray(image.shape) - 1) / 2
+        noise = projection.noise_hu(settings, rng, (rows - centre[0]) * volume.pixel_mm,
+                                    (columns - centre[1]) * volume.pixel_mm, default_bin_mm=pixel_mm)
+        noisy = clean + noise
+        turns = int(rng.integers(4)) if self.augment.rot90 else 0
+        flip = bool(rng.integers(2)) if self.augment.flips else False
+        noisy, clean = (_oriented(image, turns, flip) for image in (noisy, clean))
+        drawn = {**settings.to_dict(), "filter": FILTERS.index(settings.filter), "pixel_mm": pixel_mm,
+                 "rot90": turns, "flip": int(flip)}
+        return {**self.tensors(noisy, clean), "params": torch.tensor([float(drawn[f]) for f in SAMPLE_FIELDS])}
+
+    def _projection(self, v: int, k: int, image: np.ndarray, pixel_mm: float) -> SliceProjection:
+        """The slice's projection, computed once per worker (bounded)."""
+        key = (v, k)
+        if key not in self._projections:
+            if len(self._projections) >= PROJECTIONS_KEPT:
+                self._projections.pop(next(iter(self._projections)))
+            self._projections[key] = SliceProjection.of(image, pixel_mm)
+        return self._projections[key]
+
+
+def _oriented(image: np.ndarray, turns: int, flip: bool) -> np.ndarray:
+    image = np.rot90(image, turns)
+    return np.ascontiguousarray(image[:, ::-1] if flip else image)
 
 
 class Stage2Pairs(CropDataset):

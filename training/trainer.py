@@ -21,6 +21,7 @@ from LDCTDenoiseLib.errors import Cancelled, InputError
 from LDCTDenoiseLib.inference import resolve_device, resolve_precision
 from LDCTDenoiseLib.model import Generator, GeneratorConfig
 from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.simulation.scanner import FILTERS
 
 from . import distributed
 from .checkpoint import generator_state, list_checkpoints, load_checkpoint, save_checkpoint
@@ -28,7 +29,7 @@ from .config import TrainConfig, save_config
 from .critic import Critic
 from .data import Patient, load_patients, split_patients
 from .losses import critic_loss, generator_adversarial_loss, stage1_loss, structure_loss
-from .sampling import CropSpec, Stage1Crops, Stage2Pairs, StepBatches
+from .sampling import SAMPLE_FIELDS, CropSpec, Stage1Crops, Stage2Pairs, StepBatches
 from .validation import Validator
 from .vgg import load_perceptual
 from .volumes import SeriesCache, training_volumes
@@ -109,6 +110,8 @@ class Trainer:
         return self._stage2_step([next(batches) for _ in range(self.config.optim.critic_steps)])
 
     def _stage1_step(self, batch: dict) -> dict[str, float]:
+        if "params" in batch and self.processes.is_main:
+            self._record_samples(batch["params"])
         noisy, clean = batch["input"].to(self.device), batch["target"].to(self.device)
         with self._autocast():
             terms = stage1_loss(self.generator(noisy).float(), clean, self.config.loss, self.features)
@@ -168,6 +171,19 @@ class Trainer:
             self._log("validation.csv", {"step": self.step, **self.validator(distributed.unwrap(self.generator))})
         if self.step % schedule.checkpoint_every == 0:
             self._save()
+
+    def _record_samples(self, params: torch.Tensor) -> None:
+        """samples.csv: the noise recipe each crop of this step drew (scanner noise)."""
+        path = self.run / "samples.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(["step", *SAMPLE_FIELDS])
+            for row in params.tolist():
+                named = dict(zip(SAMPLE_FIELDS, row, strict=True))
+                named["filter"] = FILTERS[int(named["filter"])]
+                writer.writerow([self.step + 1, *(named[f] for f in SAMPLE_FIELDS)])
 
     def _log(self, name: str, row: dict) -> None:
         if self.tensorboard is not None:
@@ -271,7 +287,7 @@ class Trainer:
             self.processes.barrier()
         crops = CropSpec(config.data.crop, config.seed, self.normalization, config.data.min_tissue_fraction)
         if config.stage == "stage1":
-            dataset = Stage1Crops(volumes, crops, config.noise)
+            dataset = Stage1Crops(volumes, crops, config.noise, config.data)
             per_step = 1
         else:
             dataset = Stage2Pairs(volumes, crops, config.stage2)

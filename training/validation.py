@@ -1,7 +1,8 @@
 """Validation during training: PSNR/SSIM of the generator on held-out patients' simulated LDCT.
 
 The validation input is the projection-domain low-dose simulation of each validation patient's
-NDCT (aligned, so the comparison is fair), on evenly spaced slices and a central crop. Figures use
+NDCT (aligned, so the comparison is fair), on evenly spaced slices and a central crop; with scanner
+noise, one fixed ``ScannerNoise`` (``validation.scanner``) seeded per slice. Figures use
 the project's metrics in the soft-tissue window and the full range; the input's own figures are
 logged beside them, so progress reads as a gain over doing nothing.
 """
@@ -14,6 +15,7 @@ import torch
 from LDCTDenoiseLib.metrics import DEFAULT_WINDOWS, slice_metrics
 from LDCTDenoiseLib.model import Generator
 from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.simulation.scanner import ScannerNoise, scanner_noise_hu
 
 from .config import TrainConfig
 from .data import Patient
@@ -27,14 +29,28 @@ class Validator:
         self, config: TrainConfig, patients: list[Patient], cache: SeriesCache, normalization: Normalization
     ) -> None:
         self.normalization = normalization
-        settings = projection_settings(config.noise, config.validation.dose_fraction)
         self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
-        for patient in patients:
-            ndct = cache.ndct(patient).hu
-            ldct = cache.simulated_ldct(patient, settings, config.validation.seed).hu
+        for number, patient in enumerate(patients):
+            series = cache.ndct(patient)
+            ndct = series.hu
+            if config.noise.kind == "scanner":
+                ldct = None
+                settings = ScannerNoise(**config.validation.scanner)
+            else:
+                ldct = cache.simulated_ldct(
+                    patient, projection_settings(config.noise, config.validation.dose_fraction), config.validation.seed
+                ).hu
             for k in evenly_spaced(ndct.shape[0], config.validation.max_slices):
                 window = (k, *_central(ndct.shape[1:], config.validation.crop))
-                self.pairs.append((np.asarray(ldct[window], np.float32), np.asarray(ndct[window], np.float32)))
+                clean = np.asarray(ndct[window], np.float32)
+                if ldct is None:
+                    rows, columns = window[1:]
+                    region = (rows.start or 0, columns.start or 0, *clean.shape)
+                    rng = np.random.default_rng([config.validation.seed, number, int(k)])
+                    noisy = clean + scanner_noise_hu(ndct[k], series.spacing[0], settings, rng, region)
+                else:
+                    noisy = np.asarray(ldct[window], np.float32)
+                self.pairs.append((noisy, clean))
         self.baseline = self._scores([noisy for noisy, _ in self.pairs], "input")
 
     def __call__(self, generator: Generator) -> dict[str, float]:

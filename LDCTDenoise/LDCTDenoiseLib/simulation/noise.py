@@ -23,8 +23,7 @@ from skimage.transform import iradon, radon
 
 from ..errors import Cancelled, InputError
 from ..io.volume import Volume
-
-MU_WATER_PER_MM = 0.0192  # linear attenuation of water at an effective ~70 keV
+from .scanner import MU_WATER_PER_MM, ScannerNoise, scanner_noise_hu
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ def projection_noise_hu(
 
 def simulate_low_dose(
     volume: Volume,
-    settings: ProjectionNoise | None = None,
+    settings: ProjectionNoise | ScannerNoise | None = None,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -88,8 +87,9 @@ def simulate_low_dose(
 ) -> Volume:
     """A low-dose version of a normal-dose volume; reproducible for a given seed.
 
-    Each slice has its own random stream spawned from ``seed``, so ``workers`` processes give the
-    same result as one.
+    ``settings`` is the fixed-recipe ``ProjectionNoise`` (a dose fraction) or a scanner-realistic
+    ``ScannerNoise`` (noise at the body centre, filter, views, bowtie, modulation). Each slice has
+    its own random stream spawned from ``seed``, so ``workers`` processes give the same result as one.
     """
     settings = settings or ProjectionNoise()
     column_mm, row_mm = volume.spacing[0], volume.spacing[1]
@@ -110,12 +110,16 @@ def simulate_low_dose(
             if progress is not None:
                 progress(index + 1, slices)
     result = volume.with_array(low_dose)
-    result.metadata["simulation"] = {"kind": "projection-poisson", "seed": seed, **settings.to_dict()}
+    kind = "scanner" if isinstance(settings, ScannerNoise) else "projection-poisson"
+    result.metadata["simulation"] = {"kind": kind, "seed": seed, **settings.to_dict()}
     return result
 
 
 def _noise_of(job: tuple) -> np.ndarray:
-    return projection_noise_hu(*job)
+    hu, pixel_mm, settings, rng = job
+    if isinstance(settings, ScannerNoise):
+        return scanner_noise_hu(hu, pixel_mm, settings, rng)
+    return projection_noise_hu(hu, pixel_mm, settings, rng)
 
 
 def _inscribed_circle(side: int) -> np.ndarray:
