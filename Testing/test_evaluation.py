@@ -12,6 +12,7 @@ from scipy import stats
 from evaluation.__main__ import main
 from evaluation.config import load_study
 from evaluation.data import moved
+from evaluation.sweep import flat_noise_hu, flat_soft_tissue, load_sweep
 from evaluation.tables import significance, summary
 from LDCTDenoiseLib.alignment import align
 from LDCTDenoiseLib.io import Volume
@@ -80,3 +81,28 @@ def test_quick_report_is_produced_with_tables_figures_and_every_method(shared_ct
         if method["available"]:
             assert f": {name} |" in text or f": **{name}** |" in text
     assert (out / "slices.csv").read_text().count("\n") > 10
+
+
+def test_quick_sweep_measures_every_method_against_the_ndct_and_checks_each_model(shared_ct, tmp_path):
+    out = tmp_path / "report"
+    assert main(["--quick", "--only", "sweep", "--out", str(out), "--data", str(shared_ct.parent)]) == 0
+    text = (out / "sweep" / "README.md").read_text()
+    assert "QUICK MODE" in text and "## Acceptance checks" in text and "data range 400" in text
+    result = json.loads((out / "sweep" / "sweep.json").read_text(),
+                        parse_constant=lambda constant: pytest.fail(f"{constant} in sweep.json"))
+    sweep = load_sweep(quick=True)
+    assert set(result["checks"]) == set(sweep.models)
+    rows = (out / "sweep" / "sweep.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(sweep.slices) * len(sweep.cells()) * (2 + len(sweep.models))  # + LDCT, Gaussian
+    figures = [line.rsplit("](", 1)[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert len(figures) == 2 and all((out / "sweep" / f).read_bytes()[:4] == b"\x89PNG" for f in figures)
+
+
+def test_flat_soft_tissue_noise_is_the_local_noise_std_and_ignores_edges():
+    ndct = np.full((96, 96), 40.0, np.float32)
+    ndct[:, :30] = -1000.0  # air beside the body
+    ndct[40:56, 60:76] = 400.0  # a bone: an edge inside the body
+    flat = flat_soft_tissue(ndct)
+    assert flat.any() and not flat[:, :34].any() and not flat[38:58, 58:78].any()
+    noisy = ndct + np.random.default_rng(0).normal(0, 20, ndct.shape).astype(np.float32)
+    assert flat_noise_hu(noisy, flat) == pytest.approx(20.0, rel=0.1) and flat_noise_hu(ndct, flat) == 0.0

@@ -168,3 +168,15 @@ def test_bad_settings_are_refused_with_what_is_wrong():
         scanner_noise_hu(_water_cylinder(), float("nan"), ScannerNoise(), np.random.default_rng(0))
     with pytest.raises(InputError, match="region"):
         scanner_noise_hu(_water_cylinder(), PIXEL_MM, ScannerNoise(), np.random.default_rng(0), region=(120, 0, 32, 8))
+
+
+def test_no_noise_is_added_outside_the_reconstruction_circle_of_a_padded_slice():
+    hu = _water_cylinder()
+    padded = hu.copy()
+    y, x = _grid()
+    padded[np.hypot(x, y) > SIZE / 2 * PIXEL_MM] = -2048.0  # the scanner's padding outside the circle
+    settings = ScannerNoise(added_noise_hu=30.0, views=200)
+    noise = scanner_noise_hu(padded, PIXEL_MM, settings, np.random.default_rng(0))
+    assert not noise[padded == -2048.0].any() and noise[padded > -2048.0].std() > 5.0
+    unpadded = scanner_noise_hu(hu, PIXEL_MM, settings, np.random.default_rng(0))
+    assert unpadded[0, 0] != 0.0  # air at -1000 in the corners is inside the field of view

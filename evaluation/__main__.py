@@ -1,4 +1,4 @@
-"""python -m evaluation [--quick] [--out docs/evaluation] [--data ../shared/data] [--device auto]"""
+"""python -m evaluation [--quick] [--only study|sweep] [--out docs/evaluation] [--data ../shared/data] [--device D]"""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from LDCTDenoiseLib.errors import LDCTError
 from .analysis import run_study
 from .config import REPOSITORY, STUDY_FILE, load_study
 from .report import write_report
+from .sweep import load_sweep, run_sweep
+from .sweep_report import write_sweep_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,17 +26,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study", type=Path, default=STUDY_FILE,
                         help="the study's YAML (default evaluation/study.yaml)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--only", choices=("study", "sweep"),
+                        help="build one part: the paper's comparisons (study) or the robustness sweep (OUT/sweep)")
     args = parser.parse_args(argv)
     out = args.out or REPOSITORY / "docs" / ("evaluation-quick" if args.quick else "evaluation")
-    start = time.perf_counter()
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        study = load_study(args.study, quick=args.quick)
-        result = run_study(study, args.data, args.device, say=lambda text: print(text, file=sys.stderr, flush=True))
-        report = write_report(result, out, time.perf_counter() - start)
+        if args.only in (None, "study"):
+            start = time.perf_counter()
+            result = run_study(load_study(args.study, quick=args.quick), args.data, args.device, say=say)
+            print(write_report(result, out, time.perf_counter() - start))
+        if args.only in (None, "sweep"):
+            start = time.perf_counter()
+            swept = run_sweep(load_sweep(args.study, quick=args.quick), args.data, args.device, say=say)
+            print(write_sweep_report(swept, out / "sweep", time.perf_counter() - start, args.quick))
     except LDCTError as error:
         print(f"evaluation: error: {error}", file=sys.stderr)
         return 1
-    print(report)
     return 0
 
 

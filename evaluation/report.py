@@ -59,6 +59,8 @@ def _markdown(result: StudyResult, folder: Path, seconds: float) -> str:
         f"`*` p < 0.05, `**` p < 0.01 in a paired t-test over slices against **{study.proposed}** "
         "(the proposed method; pooled over regions for the means).",
         "",
+        "The robustness sweep (held-out subjects x filter x added noise x streaks) is in [sweep/](sweep/README.md).",
+        "",
         "## Data and recipe",
         "",
         "| case | series | slices | held out | regions (voxels) |",

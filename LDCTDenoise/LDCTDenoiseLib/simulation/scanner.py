@@ -153,6 +153,7 @@ class SliceProjection:
     spacing_mm: float
     radius_mm: float
     body_centre_mm: tuple[float, float]  # (row, column) from the image centre
+    fov_radius_mm: float = math.inf  # the reconstruction circle, where the slice is padded outside it
 
     @classmethod
     def of(cls, hu: np.ndarray, pixel_mm: float) -> SliceProjection:
@@ -162,7 +163,8 @@ class SliceProjection:
         if not (math.isfinite(pixel_mm) and pixel_mm > 0):
             raise InputError(f"pixel size must be a positive number of mm; got {pixel_mm}")
         half, spacing = coarse_sinogram(hu, pixel_mm)
-        return cls(half, spacing, 0.5 * math.hypot(*hu.shape) * pixel_mm, body_centre(hu, pixel_mm))
+        return cls(half, spacing, 0.5 * math.hypot(*hu.shape) * pixel_mm, body_centre(hu, pixel_mm),
+                   reconstruction_radius_mm(hu, pixel_mm))
 
     def noise_hu(self, settings: ScannerNoise, rng: np.random.Generator, rows_mm: np.ndarray,
                  columns_mm: np.ndarray, default_bin_mm: float = 1.0) -> np.ndarray:
@@ -171,7 +173,8 @@ class SliceProjection:
             return np.zeros((len(rows_mm), len(columns_mm)), np.float32)
         scan = Scan.of(self, settings, settings.detector_mm or default_bin_mm)
         delta_mu = scan.backproject(scan.filtered(scan.noise_sinogram(rng)), rows_mm, columns_mm)
-        return (1000.0 / MU_WATER_PER_MM * delta_mu).astype(np.float32)
+        inside = np.hypot(np.asarray(rows_mm)[:, None], np.asarray(columns_mm)[None, :]) <= self.fov_radius_mm
+        return (1000.0 / MU_WATER_PER_MM * delta_mu * inside).astype(np.float32)
 
 
 @dataclass
@@ -337,6 +340,18 @@ def body_centre(hu: np.ndarray, pixel_mm: float) -> tuple[float, float]:
         return 0.0, 0.0
     centre = (np.asarray(hu.shape) - 1) / 2
     return (float(rows.mean()) - centre[0]) * pixel_mm, (float(columns.mean()) - centre[1]) * pixel_mm
+
+
+def reconstruction_radius_mm(hu: np.ndarray, pixel_mm: float) -> float:
+    """The reconstruction circle's radius where the scanner padded the slice outside it, else infinity.
+
+    Scanners fill the corners outside the inscribed circle with one value at or below -1024 HU;
+    no noise belongs there.
+    """
+    corners = hu[[0, 0, -1, -1], [0, -1, 0, -1]]
+    if (corners == hu.min()).all() and hu.min() <= -1024.0:
+        return 0.5 * min(hu.shape) * pixel_mm
+    return math.inf
 
 
 def _bowtie(detector: torch.Tensor, strength: float) -> torch.Tensor:

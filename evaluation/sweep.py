@@ -1,0 +1,213 @@
+"""The robustness sweep: held-out slices x reconstruction filter x added noise x streak level.
+
+Each cell inserts scanner-realistic noise (``LDCTDenoiseLib.simulation.scanner``) into real
+normal-dose slices of subjects no model was trained on, runs every method on the whole slice and
+measures it against the NDCT: PSNR/SSIM in the soft-tissue window and the full range, the noise
+std and the mean-HU bias in flat soft tissue (found on the NDCT), and the NDCT's own flat noise.
+Outputs are cached by what made them (slice, cell, seed, method and, for models, the weights'
+SHA-256), so adding a model reruns only that model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy import ndimage
+
+from LDCTDenoiseLib.atomic import atomic_file
+from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
+from LDCTDenoiseLib.io import read_volume
+from LDCTDenoiseLib.metrics import FULL_RANGE, SOFT_TISSUE, slice_metrics
+from LDCTDenoiseLib.roi import body_mask
+from LDCTDenoiseLib.simulation.scanner import ScannerNoise, scanner_noise_hu
+from LDCTDenoiseLib.weights import cache_dir, load_model
+from training.baselines import best_gaussian_sigma, bm3d_available, bm3d_slices, estimate_noise_hu, gaussian_slices
+
+from .config import REPOSITORY, STUDY_FILE
+
+CACHE_VERSION = 2  # part of every cache key: raise it when the simulator or a method changes its output
+FLAT_WINDOW_PX = 9  # local std window of the flat-tissue noise figure
+SOFT_HU = (-150.0, 150.0)  # flat soft tissue: the NDCT smoothed lies in here ...
+FLAT_GRADIENT_HU_PER_PX = 4.0  # ... and barely changes
+
+
+@dataclass(frozen=True)
+class SweepSlice:
+    name: str
+    series: str
+    index: int
+    what: str
+
+
+@dataclass(frozen=True)
+class Sweep:
+    slices: tuple[SweepSlice, ...]
+    tuning: SweepSlice
+    filters: dict[str, tuple[str, float]]  # label -> (filter, cutoff)
+    streaks: dict[str, dict]  # label -> electronic_std, bowtie, modulation
+    noise_hu: tuple[float, ...]
+    views: int
+    seed: int
+    models: dict[str, Path]  # name -> exported model folder
+    figure_cell: tuple[str, str, float]  # (filter, streaks, noise) of the image figure
+    bm3d: bool = True
+    bm3d_from_hu: float = 0.0  # BM3D runs on cells with at least this much added noise
+
+    def cells(self) -> list[tuple[str, str, float]]:
+        return [(f, s, n) for f in self.filters for s in self.streaks for n in self.noise_hu]
+
+    def settings(self, filter_label: str, streak: str, noise_hu: float) -> ScannerNoise:
+        name, cutoff = self.filters[filter_label]
+        return ScannerNoise(added_noise_hu=noise_hu, filter=name, cutoff=cutoff, views=self.views,
+                            **self.streaks[streak])
+
+
+def load_sweep(path: Path = STUDY_FILE, quick: bool = False) -> Sweep:
+    raw = yaml.safe_load(Path(path).read_text())["sweep"]
+    part = raw["quick"] if quick else raw
+    as_slice = lambda s: SweepSlice(s["name"], s["series"], int(s["index"]), s.get("what", ""))  # noqa: E731
+    return Sweep(
+        slices=tuple(as_slice(s) for s in part.get("slices", raw["slices"])),
+        tuning=as_slice(raw["tuning"]),
+        filters={k: (v[0], float(v[1])) for k, v in part.get("filters", raw["filters"]).items()},
+        streaks=dict(part.get("streaks", raw["streaks"])),
+        noise_hu=tuple(float(n) for n in part.get("noise_hu", raw["noise_hu"])),
+        views=int(raw["views"]),
+        seed=int(raw["seed"]),
+        models={m["name"]: REPOSITORY / m["path"] for m in raw["models"]},
+        figure_cell=tuple(part.get("figure", raw["figure"])),
+        bm3d=bool(part.get("bm3d", True)),
+        bm3d_from_hu=float(raw.get("bm3d_from_hu", 0.0)),
+    )
+
+
+@dataclass
+class SlicePair:
+    spec: SweepSlice
+    ndct: np.ndarray
+    pixel_mm: float
+    flat: np.ndarray  # flat soft tissue of the NDCT
+
+    @property
+    def ndct_flat_noise(self) -> float:
+        return flat_noise_hu(self.ndct, self.flat)
+
+
+def flat_soft_tissue(ndct: np.ndarray) -> np.ndarray:
+    """Pixels of soft tissue whose NDCT barely changes around them (no edges within 4 pixels)."""
+    smooth = ndimage.gaussian_filter(ndct.astype(np.float64), 2.0)
+    gradient = np.hypot(*np.gradient(smooth))
+    flat = (smooth > SOFT_HU[0]) & (smooth < SOFT_HU[1]) & (gradient < FLAT_GRADIENT_HU_PER_PX)
+    flat &= body_mask(ndct[None])[0]
+    return ndimage.binary_erosion(flat, iterations=FLAT_WINDOW_PX // 2)
+
+
+def flat_noise_hu(image: np.ndarray, flat: np.ndarray) -> float:
+    """Noise std in flat soft tissue: the root mean local variance (9 x 9) over the flat pixels."""
+    hu = image.astype(np.float64)
+    mean = ndimage.uniform_filter(hu, FLAT_WINDOW_PX)
+    variance = np.maximum(ndimage.uniform_filter(hu * hu, FLAT_WINDOW_PX) - mean * mean, 0.0)
+    return float(np.sqrt(variance[flat].mean()))
+
+
+def read_slice(data: Path, spec: SweepSlice) -> SlicePair:
+    volume = read_volume(data / spec.series)
+    ndct = np.ascontiguousarray(volume.array[spec.index], dtype=np.float32)
+    return SlicePair(spec, ndct, float(volume.spacing[0]), flat_soft_tissue(ndct))
+
+
+class OutputCache:
+    """Arrays keyed by what made them, under the user cache folder."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder or cache_dir() / "evaluation-sweep"
+
+    def get(self, key: dict, make: Callable[[], np.ndarray]) -> np.ndarray:
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        path = self.folder / f"{digest}.npy"
+        if path.is_file():
+            return np.load(path)
+        array = np.asarray(make(), dtype=np.float32)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp:
+            np.save(tmp, array)
+        return array
+
+
+def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str], None] = print,
+              cache: OutputCache | None = None) -> dict:
+    """Every cell of every slice through every method; returns rows, the NDCT's noise, the settings."""
+    cache = cache or OutputCache()
+    pairs = [read_slice(data, spec) for spec in sweep.slices]
+    tuning = read_slice(data, sweep.tuning)
+    models = {name: load_model(path) for name, path in sweep.models.items()}
+    denoisers = {name: VolumeDenoiser(model, EngineOptions(device=device)) for name, model in models.items()}
+    use_bm3d = sweep.bm3d and bm3d_available()
+    rows, sigmas, figure = [], {}, {}
+    for filter_label, streak, noise_hu in sweep.cells():
+        settings = sweep.settings(filter_label, streak, noise_hu)
+        cell = {"filter": filter_label, "streak": streak, "noise_hu": noise_hu}
+        tuning_ldct = _low_dose(cache, sweep, tuning, settings)
+        sigma = best_gaussian_sigma([(tuning_ldct[None], tuning.ndct[None])])
+        sigmas[f"{filter_label}/{streak}/{noise_hu:g}"] = sigma
+        say(f"{filter_label} filter, {streak} streaks, {noise_hu:g} HU (Gaussian sigma {sigma} px)")
+        for pair in pairs:
+            ldct = _low_dose(cache, sweep, pair, settings)
+            outputs = {"LDCT": ldct, "Gaussian": gaussian_slices(ldct[None], sigma)[0]}
+            key = {"slice": [pair.spec.series, pair.spec.index], **settings.to_dict(), "seed": sweep.seed,
+                   "version": CACHE_VERSION}
+            if use_bm3d and noise_hu >= sweep.bm3d_from_hu:
+                outputs["BM3D"] = cache.get({**key, "method": "bm3d"}, partial(_bm3d, ldct))
+            for name, denoiser in denoisers.items():
+                outputs[name] = cache.get({**key, "model": models[name].manifest.get("sha256", name)},
+                                          partial(_denoised, denoiser, ldct))
+            rows += [{"slice": pair.spec.name, **cell, "method": method, **measure(image, pair)}
+                     for method, image in outputs.items()]
+            if (filter_label, streak, noise_hu) == sweep.figure_cell:
+                figure[pair.spec.name] = {"NDCT": pair.ndct, **outputs}
+    return {
+        "rows": rows,
+        "ndct_flat_noise_hu": {p.spec.name: p.ndct_flat_noise for p in pairs},
+        "slices": [vars(p.spec) for p in pairs],
+        "gaussian_sigma_px": sigmas,
+        "bm3d": use_bm3d,
+        "bm3d_from_hu": sweep.bm3d_from_hu,
+        "figure_cell": sweep.figure_cell,
+        "figure_images": figure,
+        "models": {name: {"path": str(sweep.models[name].relative_to(REPOSITORY)),
+                          "sha256": model.manifest.get("sha256", "")} for name, model in models.items()},
+    }
+
+
+def measure(image: np.ndarray, pair: SlicePair) -> dict[str, float]:
+    soft, full = slice_metrics(image, pair.ndct, SOFT_TISSUE), slice_metrics(image, pair.ndct, FULL_RANGE)
+    return {"psnr_soft": soft["psnr"], "ssim_soft": soft["ssim"], "psnr_full": full["psnr"],
+            "ssim_full": full["ssim"], "flat_noise_hu": flat_noise_hu(image, pair.flat),
+            "bias_hu": float((image[pair.flat] - pair.ndct[pair.flat]).mean())}
+
+
+def _bm3d(ldct: np.ndarray) -> np.ndarray:
+    return bm3d_slices(ldct[None], estimate_noise_hu(ldct[None]))[0]
+
+
+def _denoised(denoiser: VolumeDenoiser, ldct: np.ndarray) -> np.ndarray:
+    return denoiser(ldct[None])[0]
+
+
+def _low_dose(cache: OutputCache, sweep: Sweep, pair: SlicePair, settings: ScannerNoise) -> np.ndarray:
+    key = {"slice": [pair.spec.series, pair.spec.index], **settings.to_dict(), "seed": sweep.seed, "method": "ldct",
+           "version": CACHE_VERSION}
+    seed = np.random.default_rng([sweep.seed, pair.spec.index, zlib.crc32(json.dumps(key, sort_keys=True).encode())])
+
+    def simulate() -> np.ndarray:
+        return pair.ndct + scanner_noise_hu(pair.ndct, pair.pixel_mm, settings, seed)
+
+    return cache.get(key, simulate)

@@ -1,0 +1,208 @@
+"""The robustness sweep's report: tables of the gain over the input, the issue's acceptance checks
+per model, the gain across the grid as a figure and the streak images of one cell."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from LDCTDenoiseLib.atomic import atomic_folder
+from LDCTDenoiseLib.metrics import SOFT_TISSUE
+from LDCTDenoiseLib.report import slug, write_csv
+
+from .figures import _pyplot
+from .report import _commit, _finite, _machine
+
+BASELINES = ("LDCT", "Gaussian", "BM3D")
+METRICS = ("psnr_soft", "psnr_full", "ssim_soft", "ssim_full")
+BIAS_LIMIT_HU = 3.0
+
+
+def write_sweep_report(result: dict, out: Path, seconds: float, quick: bool = False) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_folder(out, replace=True) as tmp:
+        (tmp / "figures").mkdir()
+        figures = [gain_figure(result, tmp / "figures" / "gain.png"),
+                   *[streak_figure(result, name, tmp / "figures" / f"streaks-{slug(name)}.png")
+                     for name in result["figure_images"]]]
+        (tmp / "README.md").write_text(markdown(result, [f.relative_to(tmp) for f in figures], seconds, quick))
+        write_csv(tmp / "sweep.csv", result["rows"])
+        kept = {k: v for k, v in result.items() if k not in ("rows", "figure_images")}
+        (tmp / "sweep.json").write_text(json.dumps(_finite({**kept, "checks": checks(result)}), indent=1,
+                                                   allow_nan=False))
+    return out / "README.md"
+
+
+def methods_of(result: dict) -> list[str]:
+    return list(dict.fromkeys(row["method"] for row in result["rows"]))
+
+
+def models_of(result: dict) -> list[str]:
+    return [m for m in methods_of(result) if m not in BASELINES]
+
+
+def cell_means(result: dict) -> dict[tuple, dict]:
+    """Per (method, filter, streaks, noise): the mean of each figure over the slices."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in result["rows"]:
+        groups.setdefault((row["method"], row["filter"], row["streak"], row["noise_hu"]), []).append(row)
+    return {key: {m: float(np.mean([r[m] for r in rows])) for m in (*METRICS, "flat_noise_hu", "bias_hu")}
+            for key, rows in groups.items()}
+
+
+def gain_over_input(means: dict, method: str, cell: tuple, metric: str) -> float:
+    """The method's mean figure minus the input's in one cell; NaN where the method did not run there."""
+    if (method, *cell) not in means:
+        return float("nan")
+    return means[(method, *cell)][metric] - means[("LDCT", *cell)][metric]
+
+
+def checks(result: dict) -> dict[str, dict]:
+    """The issue's acceptance criteria per model, on every (slice, cell): how many pass of how many."""
+    by_key = {(r["method"], r["slice"], r["filter"], r["streak"], r["noise_hu"]): r for r in result["rows"]}
+    ndct_noise = result["ndct_flat_noise_hu"]
+    outcome = {}
+    for model in models_of(result):
+        tallies: dict[str, list[bool]] = {name: [] for name in (
+            "not worse than the input (>= 10 HU added, both windows)", "ahead of Gaussian (>= 20 HU, both windows)",
+            "ahead of BM3D (>= 20 HU, both windows)", "flat noise <= NDCT's (<= 80 HU added)",
+            "flat noise <= 1.5 x NDCT's (> 80 HU added)", "abs(mean HU bias) <= 3 HU",
+            "noise not above the input's (< 10 HU added)")}
+        for (method, name, filt, streak, noise), row in by_key.items():
+            if method != model:
+                continue
+            other = {m: by_key.get((m, name, filt, streak, noise)) for m in BASELINES}
+            ldct = other["LDCT"]
+            if noise >= 10:
+                tallies["not worse than the input (>= 10 HU added, both windows)"].append(
+                    row["psnr_soft"] >= ldct["psnr_soft"] and row["psnr_full"] >= ldct["psnr_full"])
+            else:
+                tallies["noise not above the input's (< 10 HU added)"].append(
+                    row["flat_noise_hu"] <= ldct["flat_noise_hu"])
+            for baseline in ("Gaussian", "BM3D"):
+                if noise >= 20 and other[baseline] is not None:
+                    tallies[f"ahead of {baseline} (>= 20 HU, both windows)"].append(
+                        row["psnr_soft"] > other[baseline]["psnr_soft"]
+                        and row["psnr_full"] > other[baseline]["psnr_full"])
+            limit = ndct_noise[name] * (1.0 if noise <= 80 else 1.5)
+            tallies["flat noise <= NDCT's (<= 80 HU added)" if noise <= 80
+                    else "flat noise <= 1.5 x NDCT's (> 80 HU added)"].append(row["flat_noise_hu"] <= limit)
+            tallies["abs(mean HU bias) <= 3 HU"].append(abs(row["bias_hu"]) <= BIAS_LIMIT_HU)
+        outcome[model] = {name: {"pass": int(sum(v)), "of": len(v)} for name, v in tallies.items() if v}
+    return outcome
+
+
+def markdown(result: dict, figures: list[Path], seconds: float, quick: bool) -> str:
+    means = cell_means(result)
+    methods = methods_of(result)
+    noise_levels = sorted({k[3] for k in means})
+    columns = sorted({(k[1], k[2]) for k in means})
+    lines = [
+        "# Robustness sweep: held-out subjects x reconstruction filter x added noise x streaks",
+        "",
+        f"Generated by `{'python -m evaluation --quick' if quick else 'make report'}` "
+        f"({'QUICK MODE: one slice, one cell; a check that the report builds, not a result' if quick else 'full'}) "
+        f"on {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}, commit `{_commit()}`, in {seconds / 60:.1f} min. "
+        f"Machine: {_machine()}.",
+        "",
+        "Low-dose scans: scanner-realistic projection-domain noise (`LDCTDenoiseLib.simulation.scanner`) added to "
+        "real normal-dose slices of subjects in no model's training or validation split; the noise std at the body "
+        "centre is the row label. Metrics on whole slices (couch and field-of-view edge included) against the NDCT: "
+        f"PSNR and SSIM in the soft-tissue window ({SOFT_TISSUE.label}, data range 400) and the full range "
+        "(-1024..3072 HU, data range 4096); noise = root mean 9x9 local variance in flat soft tissue found on the "
+        "NDCT; bias = mean HU difference from the NDCT there. The NDCT carries noise of its own (below).",
+        "",
+        "| slice | what | NDCT flat noise (HU) |",
+        "|---|---|---|",
+        *[f"| {s['name']} | {s['what']} | {result['ndct_flat_noise_hu'][s['name']]:.1f} |" for s in result["slices"]],
+        "",
+        f"Cells: filters {', '.join(sorted({c[0] for c in columns}))}; "
+        f"streaks {', '.join(sorted({c[1] for c in columns}))} (see `evaluation/study.yaml`, `sweep:`); Gaussian "
+        "sigma tuned per cell on the tuning slice; BM3D "
+        + (f"with its noise std estimated from each slice, on cells with >= {result['bm3d_from_hu']:g} HU added."
+           if result["bm3d"] else "not run (absent or quick)."),
+        "",
+        "## Acceptance checks (every slice x cell)",
+        "",
+        "| model | check | pass |",
+        "|---|---|---|",
+    ]
+    for model, tallies in checks(result).items():
+        lines += [f"| {model} | {name} | {t['pass']} / {t['of']} |" for name, t in tallies.items()]
+    for metric, label in (("psnr_soft", "PSNR gain over the input, soft tissue (dB)"),
+                          ("psnr_full", "PSNR gain over the input, full range (dB)")):
+        lines += ["", f"## {label}, mean over slices", "",
+                  "| method | added noise (HU) | " + " | ".join(f"{f} / {s}" for f, s in columns) + " |",
+                  "|---|---|" + "---|" * len(columns)]
+        for method in methods[1:]:
+            for noise in noise_levels:
+                gains = [gain_over_input(means, method, (f, s, noise), metric) for f, s in columns]
+                if np.isfinite(gains).any():
+                    lines.append(f"| {method} | {noise:g} | " + " | ".join(
+                        f"{g:+.2f}" if np.isfinite(g) else "not run" for g in gains) + " |")
+    lines += ["", "## Noise in flat soft tissue and mean-HU bias, mean over slices and cells of a noise level", "",
+              "| method | " + " | ".join(f"{n:g} HU" for n in noise_levels) + " |",
+              "|---|" + "---|" * len(noise_levels)]
+    for method in methods:
+        cells = [[means[(method, f, s, n)] for f, s in columns if (method, f, s, n) in means] for n in noise_levels]
+        lines.append(f"| {method} | " + " | ".join(
+            f"{np.mean([c['flat_noise_hu'] for c in cs]):.1f} ({np.mean([c['bias_hu'] for c in cs]):+.1f})"
+            if cs else "not run" for cs in cells) + " |")
+    lines += ["", "Each entry: noise std (HU) and, in brackets, bias (HU).", "", "## Figures", ""]
+    lines += [f"![{f.stem}]({f.as_posix()})" for f in figures]
+    lines += ["", "Every per-slice figure is in `sweep.csv`; settings, seeds and the checks in `sweep.json`.", ""]
+    return "\n".join(lines)
+
+
+def gain_figure(result: dict, path: Path) -> Path:
+    """Mean soft-tissue and full-range PSNR gain over the input across the grid, one panel per method."""
+    plt = _pyplot()
+    means = cell_means(result)
+    methods = methods_of(result)[1:]
+    noise_levels = sorted({k[3] for k in means})
+    columns = sorted({(k[1], k[2]) for k in means})
+    figure, axes = plt.subplots(2, len(methods), figsize=(2.6 * len(methods) + 1, 5.5), dpi=110, squeeze=False)
+    for row, metric in enumerate(("psnr_soft", "psnr_full")):
+        for column, method in enumerate(methods):
+            grid = np.array([[gain_over_input(means, method, (f, s, n), metric) for f, s in columns]
+                             for n in noise_levels])
+            axis = axes[row, column]
+            image = axis.imshow(grid, cmap="RdBu", vmin=-12, vmax=12, aspect="auto")
+            for (i, j), value in np.ndenumerate(grid):
+                if np.isfinite(value):
+                    axis.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=6)
+            axis.set_xticks(range(len(columns)), [f"{f}\n{s}" for f, s in columns], fontsize=6)
+            axis.set_yticks(range(len(noise_levels)), [f"{n:g}" for n in noise_levels], fontsize=6)
+            axis.set_title(f"{method}\n{'soft tissue' if metric == 'psnr_soft' else 'full range'}", fontsize=7)
+            if column == 0:
+                axis.set_ylabel("added noise (HU)", fontsize=7)
+    figure.colorbar(image, ax=axes, shrink=0.6, label="PSNR gain over LDCT (dB)")
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def streak_figure(result: dict, name: str, path: Path) -> Path:
+    """One slice of the figure cell: every image (soft tissue) and its difference from the NDCT."""
+    plt = _pyplot()
+    images = result["figure_images"][name]
+    names = list(images)
+    figure, axes = plt.subplots(2, len(names), figsize=(2.3 * len(names), 4.9), dpi=110, squeeze=False)
+    for column, method in enumerate(names):
+        axes[0, column].imshow(images[method], cmap="gray", vmin=SOFT_TISSUE.low, vmax=SOFT_TISSUE.high)
+        axes[1, column].imshow(images[method] - images["NDCT"], cmap="gray", vmin=-150, vmax=150)
+        axes[0, column].set_title(method, fontsize=8)
+        for axis in axes[:, column]:
+            axis.set_xticks([])
+            axis.set_yticks([])
+    filt, streak, noise = result["figure_cell"]
+    figure.suptitle(f"{name}: {filt} filter, {streak} streaks, {noise:g} HU added; top {SOFT_TISSUE.label}, "
+                    "bottom minus NDCT (-150..150 HU)", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
