@@ -247,3 +247,17 @@ def test_the_shared_data_manifest_lists_every_series_readable_and_splits_by_subj
     for patient in patients:
         volume = read_volume(patient.ndct)
         assert volume.array.ndim == 3 and np.isfinite(volume.array).all() and min(volume.spacing) > 0
+
+
+def test_scanner_stage2_pairs_are_noisy_unaligned_and_need_no_low_dose_volume():
+    volume = make_phantom((3, 96, 96))
+    noise = NoiseConfig(kind="scanner", scanner={"added_noise_hu": [30, 30], "views": [96, 96]})
+    pairs = Stage2Config(rotation_deg=3.0, shift_px=3.0, elastic_px=2.0)
+    dataset = Stage2Pairs([SlicePair(volume.array, pixel_mm=volume.spacing[0])],
+                          CropSpec(48, seed=2, normalization=Normalization()), pairs, noise)
+    sample, again = dataset[4], dataset[4]
+    assert np.array_equal(sample["input"], again["input"]) and np.array_equal(sample["target"], again["target"])
+    difference = (sample["input"] - sample["target"]).numpy() * Normalization().scale
+    assert np.abs(difference).mean() > 10.0
+    with pytest.raises(ValueError, match="needs a low-dose volume"):
+        Stage2Pairs([SlicePair(volume.array)], CropSpec(48, seed=2, normalization=Normalization()), pairs)

@@ -237,3 +237,21 @@ def test_torchrun_with_two_gloo_processes_trains_both_stages(phantom_dataset, tm
                               capture_output=True, text=True, env=environment, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         assert load_checkpoint(tmp_path / stage)["step"] == 4
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+def test_both_stages_train_on_scanner_noise_and_record_each_crops_draw(phantom_dataset, tmp_path, stage):
+    scanner = "noise.scanner={added_noise_hu: [10, 40], views: [64, 96]}"
+    config = tiny_training_config(
+        phantom_dataset, tmp_path / "cache", f"stage={stage}", "noise.kind=scanner", scanner, "data.flips=true",
+        "data.rot90=true", "data.pixel_scale=[0.8, 1.25]", "optim.critic_steps=1",
+        "validation.scanner={added_noise_hu: 30, views: 64}")
+    last = Trainer(config, tmp_path / "run", quiet=True).train()
+    assert last is not None and load_checkpoint(last)["step"] == config.total_steps
+    validation = (tmp_path / "run" / "validation.csv").read_text().splitlines()
+    assert len(validation) == 1 + config.schedule.epochs
+    if stage == "stage1":
+        rows = (tmp_path / "run" / "samples.csv").read_text().splitlines()
+        assert rows[0].startswith("step,added_noise_hu,filter")
+        assert len(rows) == 1 + config.total_steps * config.schedule.batch
+        assert all(10 <= float(row.split(",")[1]) <= 40 for row in rows[1:])

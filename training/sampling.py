@@ -21,6 +21,7 @@ from .config import DataConfig, NoiseConfig, Stage2Config
 
 TISSUE_HU = -700.0  # a crop must hold some pixels above this (not air only)
 CROP_TRIES = 20
+NOISE_KINDS = ("gaussian", "projection", "scanner")
 PROJECTIONS_KEPT = 1024  # slices whose SliceProjection a worker keeps (about 150 kB each)
 SAMPLE_FIELDS = ("added_noise_hu", "filter", "cutoff", "views", "detector_mm", "electronic_std", "bowtie",
                  "modulation", "pixel_mm", "rot90", "flip")  # what a scanner-noise sample records
@@ -106,45 +107,26 @@ class CropDataset(Dataset):
         return {"input": as_input(noisy), "target": as_input(clean)}
 
 
-class Stage1Crops(CropDataset):
-    """Stage 1: pixel-aligned (noisy, clean) crops; noise is Gaussian, projection-domain or scanner.
+class ScannerCrops:
+    """Scanner-noise crops of training volumes: simulated per crop at its pixel size, then turned.
 
-    With ``scanner`` noise every crop draws its own ``ScannerNoise`` from the ranges, is simulated
-    at its (optionally rescaled) pixel size and returns what it drew under ``params``
-    (``SAMPLE_FIELDS``; the filter as its index in ``FILTERS``).
+    Every crop draws its own ``ScannerNoise`` from the ranges; what it drew comes back as a dict
+    of ``SAMPLE_FIELDS`` (the filter as its index in ``FILTERS``). A worker keeps the projection of
+    the slices it has seen, so later crops of a slice cost only the noise draw and back-projection.
     """
 
-    def __init__(self, volumes: list[SlicePair], crops: CropSpec, noise: NoiseConfig,
-                 augment: DataConfig | None = None) -> None:
-        super().__init__(volumes, crops)
-        self.noise = noise
-        self.augment = augment or DataConfig()
-        if noise.kind not in ("gaussian", "projection", "scanner"):
-            raise ValueError(f"noise.kind must be gaussian, projection or scanner; got {noise.kind!r}")
-        if noise.kind == "projection":
-            self.require_low_dose("projection noise")
+    def __init__(self, volumes: list[SlicePair], crop: int, noise: NoiseConfig, augment: DataConfig) -> None:
+        self.volumes, self.crop, self.augment = volumes, crop, augment
         self.ranges = ScannerRanges.from_dict(noise.scanner)
         self._projections: dict[tuple[int, int], SliceProjection] = {}
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = self.rng(index)
-        v, k, top, left = self.locate(rng)
-        if self.noise.kind == "scanner":
-            return self._scanner_sample(rng, v, k, top, left)
-        window = (k, slice(top, top + self.crop), slice(left, left + self.crop))
-        clean = np.asarray(self.volumes[v].ndct[window], dtype=np.float32)
-        if self.noise.kind == "projection":
-            realisations = self.volumes[v].ldct
-            noisy = np.asarray(realisations[int(rng.integers(len(realisations)))][window], dtype=np.float32)
-        else:
-            noisy = clean + gaussian_noise(rng, clean.shape, self.noise)
-        return self.tensors(noisy, clean)
-
-    def _scanner_sample(self, rng: np.random.Generator, v: int, k: int, top: int, left: int) -> dict:
+    def pair(self, rng: np.random.Generator, v: int, k: int, top: int, left: int,
+             rescale: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(noisy, clean, drawn) of the crop at (top, left) of slice k, its pixel size maybe rescaled."""
         volume = self.volumes[v]
         image = np.asarray(volume.ndct[k], dtype=np.float32)
-        scale = float(rng.uniform(*self.augment.pixel_scale)) if self.augment.pixel_scale else 1.0
-        pixel_mm = volume.pixel_mm * scale
+        pixel_scale = self.augment.pixel_scale if rescale else []
+        scale = float(rng.uniform(*pixel_scale)) if pixel_scale else 1.0
         # crop pixel centres: the located crop's centre kept, the pixel size scaled
         offsets = (np.arange(self.crop) - (self.crop - 1) / 2) * scale
         rows = top + (self.crop - 1) / 2 + offsets
@@ -158,23 +140,60 @@ class Stage1Crops(CropDataset):
         projection = self._projection(v, k, image, volume.pixel_mm)
         centre = (np.asarray(image.shape) - 1) / 2
         noise = projection.noise_hu(settings, rng, (rows - centre[0]) * volume.pixel_mm,
-                                    (columns - centre[1]) * volume.pixel_mm, default_bin_mm=pixel_mm)
-        noisy = clean + noise
+                                    (columns - centre[1]) * volume.pixel_mm, default_bin_mm=volume.pixel_mm * scale)
+        drawn = {**settings.to_dict(), "filter": FILTERS.index(settings.filter), "pixel_mm": volume.pixel_mm * scale}
+        return clean + noise, clean, drawn
+
+    def orient(self, rng: np.random.Generator, *images: np.ndarray) -> tuple[list[np.ndarray], dict]:
+        """The images turned by the same random multiple of 90 degrees and flip (if enabled)."""
         turns = int(rng.integers(4)) if self.augment.rot90 else 0
         flip = bool(rng.integers(2)) if self.augment.flips else False
-        noisy, clean = (_oriented(image, turns, flip) for image in (noisy, clean))
-        drawn = {**settings.to_dict(), "filter": FILTERS.index(settings.filter), "pixel_mm": pixel_mm,
-                 "rot90": turns, "flip": int(flip)}
-        return {**self.tensors(noisy, clean), "params": torch.tensor([float(drawn[f]) for f in SAMPLE_FIELDS])}
+        return [_oriented(image, turns, flip) for image in images], {"rot90": turns, "flip": int(flip)}
 
     def _projection(self, v: int, k: int, image: np.ndarray, pixel_mm: float) -> SliceProjection:
-        """The slice's projection, computed once per worker (bounded)."""
         key = (v, k)
         if key not in self._projections:
             if len(self._projections) >= PROJECTIONS_KEPT:
                 self._projections.pop(next(iter(self._projections)))
             self._projections[key] = SliceProjection.of(image, pixel_mm)
         return self._projections[key]
+
+
+def _params(drawn: dict) -> torch.Tensor:
+    return torch.tensor([float(drawn[name]) for name in SAMPLE_FIELDS])
+
+
+class Stage1Crops(CropDataset):
+    """Stage 1: pixel-aligned (noisy, clean) crops; noise is Gaussian, projection-domain or scanner.
+
+    With ``scanner`` noise each sample also returns what it drew under ``params`` (``SAMPLE_FIELDS``).
+    """
+
+    def __init__(self, volumes: list[SlicePair], crops: CropSpec, noise: NoiseConfig,
+                 augment: DataConfig | None = None) -> None:
+        super().__init__(volumes, crops)
+        self.noise = noise
+        if noise.kind not in NOISE_KINDS:
+            raise ValueError(f"noise.kind must be one of {', '.join(NOISE_KINDS)}; got {noise.kind!r}")
+        if noise.kind == "projection":
+            self.require_low_dose("projection noise")
+        self.scanner = ScannerCrops(volumes, self.crop, noise, augment or DataConfig())
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = self.rng(index)
+        v, k, top, left = self.locate(rng)
+        if self.noise.kind == "scanner":
+            noisy, clean, drawn = self.scanner.pair(rng, v, k, top, left)
+            (noisy, clean), turned = self.scanner.orient(rng, noisy, clean)
+            return {**self.tensors(noisy, clean), "params": _params({**drawn, **turned})}
+        window = (k, slice(top, top + self.crop), slice(left, left + self.crop))
+        clean = np.asarray(self.volumes[v].ndct[window], dtype=np.float32)
+        if self.noise.kind == "projection":
+            realisations = self.volumes[v].ldct
+            noisy = np.asarray(realisations[int(rng.integers(len(realisations)))][window], dtype=np.float32)
+        else:
+            noisy = clean + gaussian_noise(rng, clean.shape, self.noise)
+        return self.tensors(noisy, clean)
 
 
 def _oriented(image: np.ndarray, turns: int, flip: bool) -> np.ndarray:
@@ -185,28 +204,40 @@ def _oriented(image: np.ndarray, turns: int, flip: bool) -> np.ndarray:
 class Stage2Pairs(CropDataset):
     """Stage 2: an LDCT crop and the NDCT crop of the same table position, not pixel-aligned.
 
-    With a simulated LDCT the NDCT comes from a nearby slice (offset up to ``max_slice_offset``)
-    and is moved by a small random rotation, shift and smooth elastic deformation, as a patient
-    moves between two scans. A real LDCT is used as it is (already another scan).
+    With a simulated LDCT (a cached projection-noise volume, or scanner noise drawn per crop when
+    ``noise.kind`` is scanner) the NDCT comes from a nearby slice (offset up to
+    ``max_slice_offset``) and is moved by a small random rotation, shift and smooth elastic
+    deformation, as a patient moves between two scans. A real LDCT is used as it is (already
+    another scan).
     """
 
-    def __init__(self, volumes: list[SlicePair], crops: CropSpec, pairs: Stage2Config) -> None:
+    def __init__(self, volumes: list[SlicePair], crops: CropSpec, pairs: Stage2Config,
+                 noise: NoiseConfig | None = None, augment: DataConfig | None = None) -> None:
         super().__init__(volumes, crops)
         self.pairs = pairs
-        self.require_low_dose("stage 2")
+        self.scanner = None
+        if noise is not None and noise.kind == "scanner":
+            self.scanner = ScannerCrops(volumes, self.crop, noise, augment or DataConfig())
+        else:
+            self.require_low_dose("stage 2")
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = self.rng(index)
         v, k, top, left = self.locate(rng)
         volume = self.volumes[v]
-        ldct = volume.ldct[int(rng.integers(len(volume.ldct)))]
-        noisy = np.asarray(ldct[k, top : top + self.crop, left : left + self.crop], dtype=np.float32)
+        if self.scanner is not None and volume.simulated:
+            noisy, _, _ = self.scanner.pair(rng, v, k, top, left, rescale=False)
+        else:
+            ldct = volume.ldct[int(rng.integers(len(volume.ldct)))]
+            noisy = np.asarray(ldct[k, top : top + self.crop, left : left + self.crop], dtype=np.float32)
         if volume.simulated:
             offset = int(rng.integers(-self.pairs.max_slice_offset, self.pairs.max_slice_offset + 1))
             k_ndct = int(np.clip(k + offset, 0, volume.ndct.shape[0] - 1))
             clean = deformed_crop(volume.ndct[k_ndct], top, left, self.crop, self.pairs, rng)
         else:
             clean = np.asarray(volume.ndct[k, top : top + self.crop, left : left + self.crop], dtype=np.float32)
+        if self.scanner is not None:
+            (noisy, clean), _ = self.scanner.orient(rng, noisy, clean)
         return self.tensors(noisy, clean)
 
 

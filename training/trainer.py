@@ -290,7 +290,7 @@ class Trainer:
             dataset = Stage1Crops(volumes, crops, config.noise, config.data)
             per_step = 1
         else:
-            dataset = Stage2Pairs(volumes, crops, config.stage2)
+            dataset = Stage2Pairs(volumes, crops, config.stage2, config.noise, config.data)
             per_step = config.optim.critic_steps
         sampler = StepBatches(
             config.schedule.batch,

@@ -136,7 +136,7 @@ def projection_settings(noise: NoiseConfig, dose_fraction: float) -> ProjectionN
 
 def training_volumes(config: TrainConfig, patients: list[Patient], cache: SeriesCache) -> list[SlicePair]:
     """Each training patient's NDCT with the low-dose volumes this stage needs (decoded/simulated once)."""
-    needs_low_dose = config.stage == "stage2" or config.noise.kind == "projection"
+    needs_low_dose = config.noise.kind == "projection" or (config.stage == "stage2" and config.noise.kind != "scanner")
     volumes = []
     for patient in patients:
         if config.stage == "stage2" and patient.ldct is not None:
