@@ -146,3 +146,14 @@ def test_console_script_runs_as_a_real_process(tmp_path):
     result = subprocess.run([sys.executable, "-m", "LDCTDenoiseLib.cli", "info", "--json"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and json.loads(result.stdout)["command"] == "info"
+
+
+def test_simulate_with_scanner_noise_records_the_recipe_and_adds_about_the_asked_noise(tmp_path, capsys):
+    write_volume(make_phantom((2, 128, 128)), tmp_path / "nd.nrrd")
+    code, out, _ = run(capsys, "simulate", tmp_path / "nd.nrrd", tmp_path / "ld.nrrd", "--noise-hu", 30,
+                       "--filter", "hann", "--cutoff", 0.8, "--views", 240, "--json", "--quiet")
+    summary = json.loads(out)
+    assert code == 0 and summary["simulation"]["kind"] == "scanner"
+    assert summary["simulation"]["filter"] == "hann" and summary["simulation"]["views"] == 240
+    noise = read_volume(tmp_path / "ld.nrrd").array - read_volume(tmp_path / "nd.nrrd").array
+    assert 15.0 < noise[:, 54:74, 54:74].std() < 45.0  # near the body centre
