@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench report clean
+.PHONY: demo test test-slicer-python bench report clean
+
+# Slicer 5.8's Python (3.9) with the packages it ships: the module's code must run there too.
+SLICER_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3.9 /usr/bin/python3.9 /usr/local/bin/python3.9))
+SLICER_VENV := .venv-slicer5.8
+SLICER_PYTHON_TESTS := Testing/test_io.py Testing/test_roi.py Testing/test_density.py Testing/test_alignment.py \
+	Testing/test_atomic.py Testing/test_comparison.py Testing/test_requirements.py
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +24,21 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/vermin --no-tips --violations --target=3.9- LDCTDenoise
 	$(BIN)/python -m pytest
+	$(MAKE) test-slicer-python
+
+$(SLICER_VENV)/.installed: Testing/environments/slicer-5.8.txt LDCTDenoise/LDCTDenoiseLib/requirements.py
+	@test -n "$(SLICER_PYTHON)" || { echo "no python3.9 found: set SLICER_PYTHON=/path/to/python3.9"; exit 1; }
+	rm -rf $(SLICER_VENV)
+	$(SLICER_PYTHON) -m venv $(SLICER_VENV)
+	$(SLICER_VENV)/bin/python -m pip install --quiet -r Testing/environments/slicer-5.8.txt \
+		$$(PYTHONPATH=LDCTDenoise $(SLICER_VENV)/bin/python -m LDCTDenoiseLib.requirements)
+	touch $@
+
+# The tests that need no torch (its CPU wheel here is for Python 3.11 only) nor slicer-core (no 3.9 wheel).
+test-slicer-python: $(SLICER_VENV)/.installed
+	PYTHONPATH=LDCTDenoise $(SLICER_VENV)/bin/python -m pytest -p no:cacheprovider $(SLICER_PYTHON_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/inference.py
@@ -33,4 +53,4 @@ endif
 	$(BIN)/python -m evaluation --out docs/evaluation
 
 clean:
-	rm -rf $(VENV) demo-output
+	rm -rf $(VENV) $(SLICER_VENV) demo-output

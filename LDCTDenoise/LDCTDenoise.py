@@ -32,11 +32,9 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from LDCTDenoiseLib.requirements import missing_packages
 from LDCTDenoiseLib.resources import resource_path
 
 PAPER_URL = "https://doi.org/10.21037/qims-23-403"
-MINIMUM_TORCH = "2.4"
 BUNDLED, WEIGHTS_FILE = "Bundled model", "Weights file"
 ROI, SEGMENT = "Markups ROI", "Segment"
 POLL_MILLISECONDS = 250
@@ -319,8 +317,10 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic):
         return LDCTDenoiseParameterNode(super().getParameterNode())
 
     def setupPythonRequirements(self, askConfirmation=True):
-        """torch through the PyTorch extension (the build that fits the GPU), the rest with pip; asks first.
-        False when the user declines."""
+        """torch through the PyTorch extension (the build that fits the GPU), the rest with pip, after asking;
+        Slicer's own packages are never upgraded. False when the user declines."""
+        from LDCTDenoiseLib import requirements
+
         try:
             import PyTorchUtils
         except ModuleNotFoundError:
@@ -329,14 +329,19 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic):
         torchLogic = PyTorchUtils.PyTorchUtilsLogic()
         if not torchLogic.torchInstalled():
             if torchLogic.installTorch(askConfirmation=askConfirmation,
-                                       torchVersionRequirement=f">={MINIMUM_TORCH}") is None:
+                                       torchVersionRequirement=f">={requirements.TORCH.minimum}") is None:
                 return False
-        missing = missing_packages()
-        if missing:
-            question = _("LDCTDenoise needs these Python packages: {packages}. Install them now (pip)?")
-            if askConfirmation and not slicer.util.confirmOkCancelDisplay(question.format(packages=", ".join(missing))):
+        problem = requirements.torch_problem(requirements.installed_version(requirements.TORCH))
+        plan = requirements.plan()
+        if problem or plan.problems:
+            raise RuntimeError("\n".join(([problem] if problem else []) + plan.problems))
+        if plan.install:
+            question = _("LDCTDenoise needs these Python packages: {packages}. Install them now (pip)?").format(
+                packages=", ".join(plan.install))
+            if askConfirmation and not slicer.util.confirmOkCancelDisplay(question):
                 return False
-            slicer.util.pip_install(missing)
+            constraints = requirements.write_constraints(pathlib.Path(tempfile.mkdtemp()) / "slicer-packages.txt")
+            slicer.util.pip_install(requirements.pip_arguments(plan.install, constraints))
         return True
 
     def denoise(self, inputNode, outputNode=None, weights=None, device="auto", batchSize=None,

@@ -7,16 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from LDCTDenoiseLib.io import Volume, write_dicom_series
-from LDCTDenoiseLib.model import Generator, GeneratorConfig
-from LDCTDenoiseLib.normalization import Normalization
 from LDCTDenoiseLib.resources import resources_dirs
-from LDCTDenoiseLib.weights import DEFAULT_MODEL, MANIFEST_NAME, save_model
 
+# torch is imported only where a test needs it: the Python 3.9 run (Slicer 5.8's packages) has none.
 SHARED_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct"
-TINY_CONFIG = GeneratorConfig(base_width=4, depth=2, cbam_reduction=2)
+TINY_SIZES = dict(base_width=4, depth=2, cbam_reduction=2)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -37,6 +34,8 @@ def model_cache(tmp_path: Path, monkeypatch) -> Path:
 
 def skip_if_model_bundled() -> None:
     """A model bundled in this checkout's Resources/ is found before the cache, by design."""
+    from LDCTDenoiseLib.weights import DEFAULT_MODEL, MANIFEST_NAME
+
     if any((folder / "Models" / DEFAULT_MODEL / MANIFEST_NAME).is_file() for folder in resources_dirs()):
         pytest.skip("a trained model is bundled in Resources/Models/default")
 
@@ -48,14 +47,21 @@ def shared_ct() -> Path:
     return SHARED_CT
 
 
-def tiny_generator(seed: int = 0) -> Generator:
+def tiny_generator(seed: int = 0):
     """A small generator whose correction is not zero (random head), for fast tests."""
+    import torch
+
+    from LDCTDenoiseLib.model import Generator, GeneratorConfig
+
     torch.manual_seed(seed)
-    return Generator(TINY_CONFIG).eval()
+    return Generator(GeneratorConfig(**TINY_SIZES)).eval()
 
 
 @pytest.fixture
 def tiny_model_dir(tmp_path: Path) -> Path:
+    from LDCTDenoiseLib.normalization import Normalization
+    from LDCTDenoiseLib.weights import save_model
+
     folder = tmp_path / "tiny-model"
     save_model(tiny_generator(), folder, Normalization(), provenance={"purpose": "tests; random weights"}, name="tiny")
     return folder

@@ -54,7 +54,8 @@ def test_resampling_uses_both_geometries():
     assert on_grid.array.shape == (6, 50, 60) and on_grid.spacing == ldct_grid.spacing
     points = ldct_grid.index_to_world([[20, 20, 2], [31, 12, 4]])
     image = ndct.to_sitk()
-    for (i, j, k), point in zip([(20, 20, 2), (31, 12, 4)], points, strict=True):
+    assert len(points) == 2
+    for (i, j, k), point in zip([(20, 20, 2), (31, 12, 4)], points):
         expected = image.EvaluateAtPhysicalPoint(tuple(point), sitk.sitkLinear)
         assert on_grid.array[k, j, i] == pytest.approx(expected, abs=1e-3)
 

@@ -82,7 +82,8 @@ def test_derived_series_has_new_uids_derived_type_and_keeps_patient_and_study(di
     assert len({d.SeriesInstanceUID for d in derived}) == 1
     assert derived[0].SeriesInstanceUID != originals[0].SeriesInstanceUID
     assert not {d.SOPInstanceUID for d in derived} & {o.SOPInstanceUID for o in originals}
-    for d, o in zip(derived, originals, strict=True):
+    assert len(derived) == len(originals)
+    for d, o in zip(derived, originals):
         assert list(d.ImageType)[:2] == ["DERIVED", "SECONDARY"]
         assert "denoised" in d.SeriesDescription
         assert (d.PatientID, d.PatientName, d.StudyInstanceUID) == (o.PatientID, o.PatientName, o.StudyInstanceUID)
@@ -226,6 +227,8 @@ def test_missing_rescale_is_refused_not_assumed(dicom_series):
 
 
 def _compress(folder, syntax):
+    if syntax == JPEG2000Lossless and dicom_write.PYDICOM_MAJOR < 3:
+        pytest.skip("pydicom 2.4 cannot encode JPEG 2000 (it decodes it): this test writes one; RLE is tested")
     for path in folder.iterdir():
         ds = pydicom.dcmread(path)
         ds.compress(syntax)
@@ -246,7 +249,7 @@ def test_undecodable_compression_names_the_syntax_and_what_to_do(dicom_series):
     ds = pydicom.dcmread(path)
     ds.file_meta.TransferSyntaxUID = MPEG2MPML
     ds.PixelData = pydicom.encaps.encapsulate([b"\x00" * 64])
-    ds.save_as(path, enforce_file_format=True)
+    dicom_write.save_dataset(ds, path)
     with pytest.raises(InputError, match="compressed as MPEG2.*convert the series to uncompressed"):
         read_volume(folder)
 

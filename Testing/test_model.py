@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import TINY_CONFIG
+from conftest import TINY_SIZES
 from LDCTDenoiseLib.model import (
     CBAM,
     ChannelAttention,
@@ -69,7 +69,7 @@ def test_cbam_gates_channels_then_positions():
 
 
 def test_output_is_input_plus_a_3x3_conv_correction():
-    generator = Generator(TINY_CONFIG).eval()
+    generator = Generator(GeneratorConfig(**TINY_SIZES)).eval()
     assert generator.head.kernel_size == (3, 3)
     torch.nn.init.zeros_(generator.head.weight)
     torch.nn.init.zeros_(generator.head.bias)
@@ -79,7 +79,7 @@ def test_output_is_input_plus_a_3x3_conv_correction():
 
 @pytest.mark.parametrize("size", [(1, 1), (7, 13), (33, 64), (100, 51)])
 def test_any_height_and_width_come_back_unchanged_in_shape(size):
-    generator = Generator(TINY_CONFIG).eval()
+    generator = Generator(GeneratorConfig(**TINY_SIZES)).eval()
     x = torch.rand(2, 1, *size)
     with torch.no_grad():
         assert generator(x).shape == x.shape
@@ -87,7 +87,7 @@ def test_any_height_and_width_come_back_unchanged_in_shape(size):
 
 def test_padding_does_not_change_pixels_that_fit():
     """A size that is already a multiple of 2**depth is not padded at all."""
-    generator = Generator(TINY_CONFIG).eval()
+    generator = Generator(GeneratorConfig(**TINY_SIZES)).eval()
     x = torch.rand(1, 1, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(generator(x), x + generator.residual(x))

@@ -22,6 +22,7 @@ UI_FILE = ROOT / "Resources" / "UI" / "LDCTDenoise.ui"
 # Parameters with no widget connector in the wrapper: the widget synchronises them by hand, or they
 # only remember the result nodes.
 MANUAL_PARAMETERS = {"regionSegmentation", "regionSegmentId", "otherVolumes", "metricsTable", "densityChart"}
+SLICER_APPLICATION_MODULES = {"slicer", "qt", "ctk", "vtk", "PyTorchUtils"}  # Slicer and its PyTorch extension
 MRML_WIDGETS = {"qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox", "qMRMLSegmentSelectorWidget"}
 
 
@@ -109,13 +110,26 @@ def test_resources_are_found_in_the_checkout_and_in_the_built_layout(tmp_path, l
     assert ui.parent.parent.parent == module_dir.resolve().parent  # Resources/ sits beside the module folder
 
 
-def test_slicer_requirements_are_pyproject_dependencies_and_missing_ones_are_named():
+def test_every_package_the_module_needs_is_a_pyproject_dependency_with_the_same_minimum():
     import tomllib
 
-    from LDCTDenoiseLib.requirements import SLICER_PACKAGES, missing_packages
+    from LDCTDenoiseLib.requirements import PACKAGES, TORCH
 
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert set(SLICER_PACKAGES.values()) <= set(dependencies)
-    assert missing_packages() == []  # this environment has them all
-    assert missing_packages({"numpy": "numpy>=1.24", "no_such_module_here": "no-such-package>=1"}) == [
-        "no-such-package>=1"]
+    minimums = {re.split(r"[>=<]", d)[0]: d.split(">=")[1].split(",")[0] for d in dependencies if ">=" in d}
+    assert {p.distribution: p.minimum for p in (*PACKAGES, TORCH)}.items() <= minimums.items()
+
+
+def test_every_package_the_module_imports_is_installed_by_the_first_run_step():
+    """A new import of a third-party package fails here until requirements.PACKAGES installs it."""
+    from LDCTDenoiseLib.requirements import PACKAGES, TORCH
+
+    provided = {p.module for p in (*PACKAGES, TORCH)} | SLICER_APPLICATION_MODULES | {"LDCTDenoiseLib", "LDCTDenoise"}
+    imported = set()
+    for path in MODULE_DIR.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    assert sorted(imported - set(sys.stdlib_module_names) - provided) == []

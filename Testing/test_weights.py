@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY_CONFIG, skip_if_model_bundled, tiny_generator
+from conftest import TINY_SIZES, skip_if_model_bundled, tiny_generator
 from LDCTDenoiseLib.errors import NoModelError, WeightsError
 from LDCTDenoiseLib.model import Generator, GeneratorConfig
 from LDCTDenoiseLib.normalization import Normalization
@@ -17,7 +17,7 @@ def test_saved_model_loads_with_same_weights_config_and_normalisation(tmp_path):
     norm = Normalization(-1000.0, 2000.0)
     save_model(generator, tmp_path, norm, provenance={"trained_on": "nothing"}, name="t")
     loaded = load_model(tmp_path)
-    assert loaded.generator.config == TINY_CONFIG
+    assert loaded.generator.config == GeneratorConfig(**TINY_SIZES)
     assert loaded.normalization == norm
     assert loaded.manifest["provenance"] == {"trained_on": "nothing"}
     assert loaded.manifest["sha256"] == sha256_of(tmp_path / WEIGHTS_NAME)
@@ -99,7 +99,8 @@ def test_without_any_model_the_error_lists_where_it_looked_and_how_to_get_one(mo
 
 def test_model_in_the_cache_folder_is_found(model_cache):
     skip_if_model_bundled()
-    save_model(Generator(TINY_CONFIG), model_cache / "models" / "default", Normalization(), {}, name="cached")
+    save_model(Generator(GeneratorConfig(**TINY_SIZES)), model_cache / "models" / "default", Normalization(), {},
+               name="cached")
     assert find_model().name == "cached"
 
 

@@ -5,7 +5,8 @@ A PSNR or SSIM means nothing without its data range, so every figure here is com
 Wang et al.'s: Gaussian window 11 (sigma 1.5), K1 0.01, K2 0.03, population covariances, mean
 over the pixels whose window lies inside the image -- scikit-image's
 ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``, which
-the tests use as the oracle. ``ssim_map`` is differentiable so the training loss uses it too.
+the tests use as the oracle. NumPy and SciPy only: Compare runs in Slicer's own process, which
+need not load torch (the training loss has a differentiable twin in ``training.losses``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from scipy.ndimage import correlate1d
 
 from .errors import InputError
 
@@ -48,24 +48,29 @@ FULL_RANGE = Window("full range", -1024.0, 3072.0)
 DEFAULT_WINDOWS = (SOFT_TISSUE, FULL_RANGE)
 
 
-def gaussian_window(sigma: float = SSIM_SIGMA, radius: int = SSIM_RADIUS, dtype=torch.float64) -> torch.Tensor:
-    offsets = torch.arange(-radius, radius + 1, dtype=dtype)
-    weights = torch.exp(-(offsets**2) / (2 * sigma**2))
+def gaussian_window(sigma: float = SSIM_SIGMA, radius: int = SSIM_RADIUS) -> np.ndarray:
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    weights = np.exp(-(offsets**2) / (2 * sigma**2))
     return weights / weights.sum()
 
 
-def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
-    """Local SSIM of (N, 1, H, W) images, valid part only (H-10, W-10); differentiable."""
-    if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 1:
-        raise InputError(f"SSIM needs two (N, 1, H, W) tensors of one shape; got {tuple(x.shape)}, {tuple(y.shape)}")
-    if min(x.shape[-2:]) < 2 * SSIM_RADIUS + 1:
-        raise InputError(f"SSIM needs images of at least 11 x 11 pixels; got {tuple(x.shape[-2:])}")
-    g = gaussian_window(dtype=x.dtype).to(x.device)
+def ssim_map(x: np.ndarray, y: np.ndarray, data_range: float) -> np.ndarray:
+    """Local SSIM of two 2-D images, valid part only (H-10, W-10)."""
+    if x.shape != y.shape or x.ndim != 2:
+        raise InputError(f"SSIM needs two 2-D images of one shape; got {x.shape}, {y.shape}")
+    if min(x.shape) < 2 * SSIM_RADIUS + 1:
+        raise InputError(f"SSIM needs images of at least 11 x 11 pixels; got {x.shape}")
+    g = gaussian_window()
+    inside = (slice(SSIM_RADIUS, -SSIM_RADIUS),) * 2
 
-    def blur(image: torch.Tensor) -> torch.Tensor:
-        image = F.conv2d(image, g.view(1, 1, 1, -1))
-        return F.conv2d(image, g.view(1, 1, -1, 1))
+    def blur(image: np.ndarray) -> np.ndarray:
+        return correlate1d(correlate1d(image, g, axis=0), g, axis=1)[inside]
 
+    return ssim_from_blur(blur, x, y, data_range)
+
+
+def ssim_from_blur(blur, x, y, data_range: float):
+    """Wang et al.'s SSIM map from a local-mean filter; arrays or tensors alike (the training loss's twin)."""
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     mu_x, mu_y = blur(x), blur(y)
     var_x = blur(x * x) - mu_x**2
@@ -77,8 +82,7 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tenso
 def ssim(image: np.ndarray, reference: np.ndarray, window: Window) -> float:
     """Mean SSIM of one 2-D slice against the reference, both clipped to ``window``."""
     x, y = _pair(image, reference, window)
-    as_tensor = lambda a: torch.from_numpy(a)[None, None]  # noqa: E731
-    return float(ssim_map(as_tensor(x), as_tensor(y), window.data_range).mean())
+    return float(ssim_map(x, y, window.data_range).mean())
 
 
 def psnr(image: np.ndarray, reference: np.ndarray, window: Window) -> float:
@@ -117,8 +121,8 @@ def _masked_ssim(x: np.ndarray, y: np.ndarray, mask: np.ndarray, data_range: flo
     r = SSIM_RADIUS
     top, bottom = max(rows.min() - r, 0), min(rows.max() + r + 1, x.shape[0])
     left, right = max(columns.min() - r, 0), min(columns.max() + r + 1, x.shape[1])
-    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a[top:bottom, left:right]))[None, None]  # noqa: E731
-    local = ssim_map(as_tensor(x), as_tensor(y), data_range)[0, 0].numpy()
+    box = (slice(top, bottom), slice(left, right))
+    local = ssim_map(x[box], y[box], data_range)
     return float(local[mask[top + r : bottom - r, left + r : right - r]].mean())
 
 

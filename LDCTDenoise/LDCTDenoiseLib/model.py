@@ -155,7 +155,7 @@ class Generator(nn.Module):
             skips.append(x)
             x = F.max_pool2d(x, 2)
         x = self.bottom(x)
-        for decoder, skip in zip(self.decoders, reversed(skips), strict=True):
+        for decoder, skip in zip(self.decoders, reversed(skips)):
             x = decoder(x, skip)
         return self.head(x)
 

@@ -180,7 +180,7 @@ def plot_densities(densities: Densities, title: str, path: Path) -> None:
                   linewidth=2.2 if is_reference else 1.4, linestyle="--" if is_reference else "-")
     # The grid holds every voxel; the axis shows where the mass of the curves lies (0.5-99.5 %), leaving
     # out curves that share almost nothing with the reference so they do not squeeze the others.
-    low, high = zip(*(_mass_interval(c.hu, c.density) for c in scaled), strict=True)
+    low, high = zip(*(_mass_interval(c.hu, c.density) for c in scaled))
     margin = 0.1 * (max(high) - min(low))
     axes.set_xlim(min(low) - margin, max(high) + margin)
     axes.set_xlabel("HU")

@@ -130,7 +130,7 @@ def _check_modality(series: SeriesInfo) -> None:
             "LDCTDenoise denoises CT only (Modality CT)"
         )
     required = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept")
-    for header, path in zip(series.headers, series.files, strict=True):
+    for header, path in zip(series.headers, series.files):
         missing = [tag for tag in required if tag not in header]
         if missing:
             raise InputError(f"{path} lacks {', '.join(missing)}; cannot place the slice or convert it to HU")
@@ -144,7 +144,7 @@ def _orientation(header: pydicom.Dataset) -> tuple[np.ndarray, np.ndarray]:
 def _sorted_slices(series: SeriesInfo) -> tuple[list, list, np.ndarray, np.ndarray]:
     """Headers and files ordered along the normal, the normal, and the steps between slices."""
     row_dir, col_dir = _orientation(series.headers[0])
-    for header, path in zip(series.headers, series.files, strict=True):
+    for header, path in zip(series.headers, series.files):
         other_row, other_col = _orientation(header)
         if not (np.allclose(other_row, row_dir, atol=1e-4) and np.allclose(other_col, col_dir, atol=1e-4)):
             raise InputError(f"{path} has another ImageOrientationPatient than the rest of the series")

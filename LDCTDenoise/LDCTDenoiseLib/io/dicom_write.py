@@ -21,6 +21,8 @@ from ..atomic import atomic_folder
 from ..errors import OutputError
 from .volume import Volume
 
+PYDICOM_MAJOR = int(pydicom.__version__.split(".")[0])
+
 # Tags describing the stored pixels of the source; they are recomputed or dropped.
 PIXEL_TAGS = (
     "PixelData", "SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue",
@@ -51,9 +53,17 @@ def write_dicom_series(
             source = sources[index] if sources else None
             dataset = _slice_dataset(volume, index, source, series_uid, now, description_suffix, derivation)
             name = f"IM{index + 1:05d}.dcm"
-            dataset.save_as(tmp / name, enforce_file_format=True)
+            save_dataset(dataset, tmp / name)
             names.append(name)
     return [folder / name for name in names]
+
+
+def save_dataset(dataset: pydicom.Dataset, path: Path) -> None:
+    """Write a DICOM Part 10 file (preamble and file meta) with pydicom 3 or 2.4, which Slicer 5.8 ships."""
+    if PYDICOM_MAJOR >= 3:
+        dataset.save_as(path, enforce_file_format=True)
+    else:
+        dataset.save_as(path, write_like_original=False)
 
 
 def _source_headers(volume: Volume) -> list[pydicom.Dataset] | None:
