@@ -8,6 +8,7 @@ MRML classes); it needs torch, so it is imported only once the Python requiremen
 import logging
 import pathlib
 import tempfile
+import time
 from typing import Annotated
 
 import numpy as np
@@ -38,6 +39,8 @@ PAPER_URL = "https://doi.org/10.21037/qims-23-403"
 BUNDLED, WEIGHTS_FILE = "Bundled model", "Weights file"
 ROI, SEGMENT = "Markups ROI", "Segment"
 POLL_MILLISECONDS = 250
+SUPPORTED_SLICER = "5.8 (Python 3.9) and newer, 5.10 (Python 3.12) included"
+SETTINGS = {"device": "LDCTDenoise/device", "model": "LDCTDenoise/model", "weightsPath": "LDCTDenoise/weightsPath"}
 
 
 class LDCTDenoise(ScriptedLoadableModule):
@@ -53,8 +56,9 @@ class LDCTDenoise(ScriptedLoadableModule):
             'structure-unaligned paired data set"</a>, Quant Imaging Med Surg 2024;14(1):335-351. '
             "<b>Compare regions</b> measures PSNR, SSIM, RMSE and HU density curves of the input and the "
             "denoised volume against a normal-dose CT of the same patient inside a ROI or a segment. "
-            "A research tool, not clinically validated."
-        ).format(url=PAPER_URL)
+            "<b>Strength</b> scales the network's correction (0 % gives the input back). "
+            "Runs in Slicer {versions}; needs the PyTorch extension. A research tool, not clinically validated."
+        ).format(url=PAPER_URL, versions=SUPPORTED_SLICER)
         self.parent.acknowledgementText = _(
             "The method is that of Hu et al. (QIMS 2024). The bundled model was trained on public CT from "
             "The Cancer Imaging Archive (LIDC-IDRI) with simulated low-dose noise; see its model card."
@@ -67,9 +71,11 @@ class LDCTDenoiseParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     outputVolume: vtkMRMLScalarVolumeNode
     model: Annotated[str, Choice([BUNDLED, WEIGHTS_FILE])] = BUNDLED
-    weightsPath: pathlib.Path
+    weightsPath: str = ""  # synchronised by hand: a pathlib.Path parameter shows "." when empty
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     batchSize: Annotated[int, WithinRange(0, 512)] = 0  # 0: automatic
+    strength: Annotated[float, WithinRange(0.0, 100.0)] = 100.0  # percent of the network's correction
+    outputFloat32: bool = False
     ndctVolume: vtkMRMLScalarVolumeNode
     regionKind: Annotated[str, Choice([ROI, SEGMENT])] = ROI
     regionRoi: vtkMRMLMarkupsROINode
@@ -91,10 +97,15 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
+        self._compareJob = None
         self._comparison = None
+        self._logLines = 0
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_MILLISECONDS)
         self._timer.connect("timeout()", self._poll)
+        self._compareTimer = qt.QTimer()
+        self._compareTimer.setInterval(POLL_MILLISECONDS)
+        self._compareTimer.connect("timeout()", self._pollCompare)
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -114,6 +125,7 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSegmentSelectionChanged)
         self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.onSegmentSelectionChanged)
         self.ui.otherVolumesSelector.connect("checkedNodesChanged()", self.onOtherVolumesChanged)
+        self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self.onWeightsPathChanged)
         self.initializeParameterNode()
 
     def cleanup(self):
@@ -141,6 +153,7 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
+        restoreSettings(self._parameterNode)
         if not self._parameterNode.inputVolume:
             self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
 
@@ -163,6 +176,10 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if p is None:
             return
         self.ui.weightsPathLineEdit.enabled = p.model == WEIGHTS_FILE
+        if self.ui.weightsPathLineEdit.currentPath != p.weightsPath:
+            wasBlocked = self.ui.weightsPathLineEdit.blockSignals(True)
+            self.ui.weightsPathLineEdit.currentPath = p.weightsPath
+            self.ui.weightsPathLineEdit.blockSignals(wasBlocked)
         for widget in (self.ui.roiLabel, self.ui.roiSelector):
             widget.visible = p.regionKind == ROI
         for widget in (self.ui.segmentLabel, self.ui.segmentSelector):
@@ -179,7 +196,8 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.otherVolumesSelector.setCheckState(node, state)
         self.ui.otherVolumesSelector.blockSignals(wasBlocked)
         hasRegion = bool(p.regionRoi) if p.regionKind == ROI else bool(p.regionSegmentation and p.regionSegmentId)
-        self.ui.computeButton.enabled = not running and bool(p.ndctVolume) and hasRegion
+        computing = self._compareJob is not None
+        self.ui.computeButton.enabled = not running and not computing and bool(p.ndctVolume) and hasRegion
         self.ui.exportTableButton.enabled = bool(p.metricsTable)
         self.ui.exportChartButton.enabled = self._comparison is not None
 
@@ -188,6 +206,10 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._parameterNode.regionSegmentation = self.ui.segmentSelector.currentNode()
         self._parameterNode.regionSegmentId = self.ui.segmentSelector.currentSegmentID() or ""
+
+    def onWeightsPathChanged(self, path):
+        if self._parameterNode is not None:
+            self._parameterNode.weightsPath = path
 
     def onOtherVolumesChanged(self):
         if self._parameterNode is None:
@@ -206,7 +228,12 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = _("Python packages not installed; nothing was run")
                 return
             self._job = self.logic.denoise(p.inputVolume, p.outputVolume, weights=self._weights(), device=p.device,
-                                           batchSize=p.batchSize or None, waitForCompletion=False)
+                                           batchSize=p.batchSize or None, waitForCompletion=False,
+                                           strength=p.strength / 100.0,
+                                           outputType="float32" if p.outputFloat32 else "input")
+            saveSettings(p)
+            self.ui.logTextEdit.clear()
+            self._logLines = 0
             self.ui.progressBar.value = 0
             self.ui.progressBar.show()
             self._timer.start()
@@ -215,8 +242,8 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _weights(self):
         if self._parameterNode.model == BUNDLED:
             return None
-        path = str(self._parameterNode.weightsPath)
-        if path in ("", "."):
+        path = self._parameterNode.weightsPath.strip()
+        if not path:
             raise ValueError(_("Choose the model folder or its manifest.json under Weights, or use the bundled model."))
         return path
 
@@ -227,15 +254,25 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as error:  # the output could not be stored: shown like the child's failures
             self._endRun(str(error))
             return
+        self._showLog(job)
         self.ui.progressBar.value = round(100 * job.fraction)
         self.ui.statusLabel.text = job.status
         self.ui.elapsedLabel.text = _format_seconds(job.elapsed)
         if state != "running":
             self._endRun(None if state in ("done", "cancelled") else job.status)
 
+    def _showLog(self, job):
+        """Append the child's new lines to the log pane (the pane opens by itself on a failure)."""
+        lines = job.log[self._logLines:]
+        self._logLines += len(lines)
+        for line in lines:
+            self.ui.logTextEdit.appendPlainText(line)
+            logging.info(f"LDCTDenoise child: {line}")
+
     def _endRun(self, error):
         job, self._job = self._job, None
         self._timer.stop()
+        self._showLog(job)
         self.ui.progressBar.hide()
         self.ui.statusLabel.text = error or job.status
         self.ui.elapsedLabel.text = _format_seconds(job.elapsed)
@@ -244,6 +281,7 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.outputVolume = job.output_node
             slicer.util.setSliceViewerLayers(background=job.output_node, fit=True)
         if error:
+            self.ui.logCollapsibleButton.collapsed = False
             slicer.util.errorDisplay(_("Denoising failed: {reason}").format(reason=error))
         self._updateGui()
 
@@ -260,13 +298,32 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self.logic.setupPythonRequirements():
                 return
             inROI = p.regionKind == ROI
-            comparison = self.logic.compare(
+            self._compareJob = self.logic.compare(
                 p.ndctVolume, self._comparedVolumes(), roiNode=p.regionRoi if inROI else None,
                 segmentationNode=None if inROI else p.regionSegmentation,
                 segmentId=None if inROI else p.regionSegmentId, register=p.registerNdct,
-                tableNode=p.metricsTable, chartNode=p.densityChart)
+                tableNode=p.metricsTable, chartNode=p.densityChart, waitForCompletion=False)
+            self.ui.compareProgressBar.show()
+            self._compareTimer.start()
+        self._updateGui()
+
+    def _pollCompare(self):
+        job = self._compareJob
+        state = job.poll()
+        self.ui.compareStatusLabel.text = _("Computing: {stage} ({seconds})").format(
+            stage=job.stage, seconds=_format_seconds(job.elapsed))
+        if state == "running":
+            return
+        self._compareJob = None
+        self._compareTimer.stop()
+        self.ui.compareProgressBar.hide()
+        with slicer.util.tryWithErrorDisplay(_("Comparison failed."), waitCursor=True):
+            self.ui.compareStatusLabel.text = ""
+            comparison = job.result()  # raises the worker's error here, on the GUI thread
             self._comparison = comparison
-            p.metricsTable, p.densityChart = comparison.table, comparison.chart
+            p = self._parameterNode
+            if p:
+                p.metricsTable, p.densityChart = comparison.table, comparison.chart
             self.logic.showResults(comparison)
             region = comparison.report.regions[0].region
             lines = [_("{name}: {voxels} voxels; table '{table}', chart '{chart}'").format(
@@ -303,6 +360,27 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 from LDCTDenoiseLib.module_logic import export_chart
 
                 export_chart(self._comparison, path)
+
+
+def restoreSettings(parameterNode):
+    """Device and model as the user last chose them (Slicer's settings), once per parameter node."""
+    raw = parameterNode.parameterNode
+    if raw.GetAttribute("LDCTDenoise.settingsRestored"):
+        return
+    raw.SetAttribute("LDCTDenoise.settingsRestored", "1")
+    settings = qt.QSettings()
+    for name, key in SETTINGS.items():
+        if settings.contains(key):
+            try:
+                setattr(parameterNode, name, str(settings.value(key)))
+            except ValueError:  # a choice this version no longer offers
+                pass
+
+
+def saveSettings(parameterNode):
+    settings = qt.QSettings()
+    for name, key in SETTINGS.items():
+        settings.setValue(key, getattr(parameterNode, name))
 
 
 def _format_seconds(seconds):
@@ -345,10 +423,12 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic):
         return True
 
     def denoise(self, inputNode, outputNode=None, weights=None, device="auto", batchSize=None,
-                waitForCompletion=True, progressCallback=None):
+                waitForCompletion=True, progressCallback=None, strength=1.0, outputType="input"):
         """Denoise ``inputNode`` in a child PythonSlicer process. Waiting (the default, for scripts) returns
         the output node; otherwise the running job, which the caller polls (``poll``, ``fraction``,
-        ``status``, ``cancel``). A new output node is created unless one is given; never the input."""
+        ``status``, ``log``, ``cancel``). A new output node is created unless one is given; never the input.
+        ``strength`` (0 to 1) scales the network's correction; ``outputType`` is "input" (the input's voxel
+        type, int16 for CT) or "float32"."""
         from LDCTDenoiseLib.module_logic import child_python, denoise
 
         def progress(done, total):
@@ -358,16 +438,25 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic):
 
         return denoise(slicer.mrmlScene, inputNode, outputNode, weights=weights, device=device,
                        batch_size=batchSize, python=child_python(inside_slicer=True),
-                       wait_for_completion=waitForCompletion, progress=progress)
+                       wait_for_completion=waitForCompletion, progress=progress, strength=strength,
+                       output_type=outputType)
 
     def compare(self, ndctNode, volumeNodes, roiNode=None, segmentationNode=None, segmentId=None,
-                register=False, tableNode=None, chartNode=None):
-        """PSNR/SSIM/RMSE table and HU density chart of ``volumeNodes`` against ``ndctNode`` in a region."""
-        from LDCTDenoiseLib.module_logic import compare_nodes
+                register=False, tableNode=None, chartNode=None, waitForCompletion=True):
+        """PSNR/SSIM/RMSE table and HU density chart of ``volumeNodes`` against ``ndctNode`` in a region.
+        Waiting (for scripts) returns the comparison; otherwise the running job, computed in a worker
+        thread, which the caller polls (``poll``, ``stage``) and collects with ``result()``."""
+        from LDCTDenoiseLib.module_logic import CompareJob
 
-        return compare_nodes(slicer.mrmlScene, ndctNode, volumeNodes, roi_node=roiNode,
-                             segmentation_node=segmentationNode, segment_id=segmentId, register=register,
-                             table=tableNode, chart=chartNode)
+        job = CompareJob(slicer.mrmlScene, ndctNode, volumeNodes, roi_node=roiNode,
+                         segmentation_node=segmentationNode, segment_id=segmentId, register=register,
+                         table=tableNode, chart=chartNode)
+        if not waitForCompletion:
+            return job
+        while job.poll() == "running":
+            slicer.app.processEvents()  # keep the application painting while a script waits
+            time.sleep(0.05)
+        return job.result()
 
     def showResults(self, comparison):
         """Switch to a layout with a plot and a table view showing the chart and the metrics table."""
@@ -393,6 +482,8 @@ class LDCTDenoiseTest(ScriptedLoadableModuleTest):
         self.test_denoise_keeps_geometry_and_compare_fills_table_and_chart()
         self.setUp()
         self.test_cancelled_run_leaves_the_scene_unchanged()
+        self.setUp()
+        self.test_int16_ct_stays_int16_and_strength_zero_gives_the_input_back()
 
     def test_denoise_keeps_geometry_and_compare_fills_table_and_chart(self):
         self.delayDisplay("Denoising a small rotated volume with a tiny model")
@@ -432,6 +523,21 @@ class LDCTDenoiseTest(ScriptedLoadableModuleTest):
         job.cancel()
         self.assertEqual(job.poll(), "cancelled")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
+        self.delayDisplay("Test passed")
+
+
+    def test_int16_ct_stays_int16_and_strength_zero_gives_the_input_back(self):
+        self.delayDisplay("An int16 CT at strength 0 % and 100 %")
+        _, noisy = _test_volumes()
+        int16 = slicer.util.addVolumeFromArray(np.rint(slicer.util.arrayFromVolume(noisy)).astype(np.int16),
+                                               name="LDCT int16")
+        logic, weights = LDCTDenoiseLogic(), _write_tiny_model()
+        unchanged = logic.denoise(int16, weights=weights, device="cpu", strength=0.0)
+        self.assertEqual(slicer.util.arrayFromVolume(unchanged).dtype, np.int16)
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(unchanged), slicer.util.arrayFromVolume(int16))
+        self.assertEqual(unchanged.GetAttribute("LDCTDenoise.strength_percent"), "0")
+        full = logic.denoise(int16, weights=weights, device="cpu")
+        self.assertFalse(np.array_equal(slicer.util.arrayFromVolume(full), slicer.util.arrayFromVolume(int16)))
         self.delayDisplay("Test passed")
 
 

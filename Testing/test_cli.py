@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pydicom
 import pytest
 
 from conftest import rotated_direction, skip_if_model_bundled
@@ -112,6 +113,7 @@ def test_demo_with_weights_writes_volumes_and_summary(tmp_path, tiny_model_dir, 
         (["denoise", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--device", "quantum"], "unknown device"),
         (["denoise", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--weights", "{tmp}/nowhere"], "no model manifest"),
         (["simulate", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--dose", "2"], "dose fraction"),
+        (["denoise", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--strength", "150"], "strength must be between 0 and 100 %"),
     ],
 )
 def test_bad_input_gives_one_line_reason_and_no_output(tmp_path, tiny_model_dir, capsys, argv, message):
@@ -122,6 +124,24 @@ def test_bad_input_gives_one_line_reason_and_no_output(tmp_path, tiny_model_dir,
     code, out, err = run(capsys, *argv, "--quiet")
     assert code == 1 and message in err and err.count("\n") == 1
     assert not (tmp_path / "o.nrrd").exists() and not (tmp_path / "o.png").exists()
+
+
+def test_strength_is_applied_and_recorded_in_the_file_header_and_the_dicom_description(tmp_path, tiny_model_dir,
+                                                                                       capsys):
+    path, volume = phantom_file(tmp_path)
+    outputs = {}
+    for strength in ("100", "40"):
+        for name in (f"s{strength}.nrrd", f"s{strength}-dicom"):
+            code, _, err = run(capsys, "denoise", path, tmp_path / name, "--weights", tiny_model_dir, "--quiet",
+                               "--strength", strength)
+            assert code == 0, err
+            outputs[name] = read_volume(tmp_path / name)
+    full, partial = outputs["s100.nrrd"], outputs["s40.nrrd"]
+    np.testing.assert_allclose(partial.array - volume.array, 0.4 * (full.array - volume.array), atol=1e-3)
+    assert partial.metadata["header"] == {"LDCTDenoise_model": "tiny", "LDCTDenoise_strength_percent": "40"}
+    description = pydicom.dcmread(sorted((tmp_path / "s40-dicom").iterdir())[0]).SeriesDescription
+    assert description.endswith("denoised 40% (LDCTDenoise)")
+    np.testing.assert_allclose(outputs["s40-dicom"].array, np.rint(partial.array), atol=1.0)
 
 
 def test_existing_output_needs_overwrite(tmp_path, tiny_model_dir, capsys):

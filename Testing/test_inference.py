@@ -154,3 +154,44 @@ def test_saved_and_loaded_model_denoises_like_the_original(tiny_model_dir, hu):
         denoise_volume(hu, original, EngineOptions(compile="off")),
         atol=1e-3,
     )
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.25, 0.5, 1.0])
+def test_strength_scales_the_networks_correction(model, hu, strength):
+    full = denoise_volume(hu, model, EngineOptions(compile="off"))
+    denoiser = VolumeDenoiser(model, EngineOptions(compile="off", strength=strength))
+    out = denoiser(hu)
+    np.testing.assert_allclose(out - hu, strength * (full - hu), atol=1e-3)
+    assert denoiser.last_run["strength_percent"] == 100 * strength
+    assert denoiser.description == f"denoised {100 * strength:g}% (LDCTDenoise)"
+    assert denoiser.header == {"LDCTDenoise_model": "tiny", "LDCTDenoise_strength_percent": f"{100 * strength:g}"}
+
+
+def test_strength_zero_returns_the_input_exactly(model, hu):
+    np.testing.assert_array_equal(denoise_volume(hu, model, EngineOptions(compile="off", strength=0.0)), hu)
+
+
+@pytest.mark.parametrize("strength", [-0.01, 1.5])
+def test_strength_outside_0_to_100_percent_is_refused(strength):
+    with pytest.raises(InputError, match="strength must be between 0 and 100 %"):
+        EngineOptions(strength=strength)
+
+
+@pytest.mark.parametrize("fails_at", ["compile", "first call"])
+def test_a_failing_torch_compile_falls_back_to_eager_with_a_warning(model, hu, monkeypatch, caplog, fails_at):
+    def broken_compiled(*args, **kwargs):
+        raise RuntimeError("InductorError: C++ compile error\nlong compiler log")
+
+    def broken_compile(network, **kwargs):
+        if fails_at == "compile":
+            raise RuntimeError("Dynamo is not supported on this Python")
+        return broken_compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    eager = denoise_volume(hu, model, EngineOptions(compile="off"))
+    denoiser = VolumeDenoiser(model, EngineOptions(batch_size=3, compile="on"))
+    with caplog.at_level("WARNING", logger="LDCTDenoiseLib.inference"):
+        out = denoiser(hu)
+    np.testing.assert_allclose(out, eager, atol=1e-3)  # batches of 3 against 1: float rounding only
+    assert denoiser.last_run["compiled"] is False
+    assert "torch.compile failed (RuntimeError:" in caplog.text and "running without it" in caplog.text

@@ -21,7 +21,8 @@ MODULE_FILE = MODULE_DIR / "LDCTDenoise.py"
 UI_FILE = ROOT / "Resources" / "UI" / "LDCTDenoise.ui"
 # Parameters with no widget connector in the wrapper: the widget synchronises them by hand, or they
 # only remember the result nodes.
-MANUAL_PARAMETERS = {"regionSegmentation", "regionSegmentId", "otherVolumes", "metricsTable", "densityChart"}
+MANUAL_PARAMETERS = {"regionSegmentation", "regionSegmentId", "otherVolumes", "metricsTable", "densityChart",
+                     "weightsPath"}
 SLICER_APPLICATION_MODULES = {"slicer", "qt", "ctk", "vtk", "PyTorchUtils"}  # Slicer and its PyTorch extension
 MRML_WIDGETS = {"qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox", "qMRMLSegmentSelectorWidget"}
 
@@ -62,8 +63,8 @@ def test_every_bound_widget_names_a_parameter_of_the_right_kind():
                 bound[prop.find("string").text] = (name, widget.get("class"))
     assert set(bound) - set(parameters) == set(), "a .ui widget is bound to a parameter that does not exist"
     assert set(parameters) - set(bound) - MANUAL_PARAMETERS == set(), "a parameter has no widget"
-    expected = {"Choice": "QComboBox", "bool": "QCheckBox", "int": "QSpinBox", "pathlib.Path": "ctkPathLineEdit",
-                "vtkMRML": "qMRMLNodeComboBox"}
+    expected = {"Choice": "QComboBox", "bool": "QCheckBox", "int": "QSpinBox", "float": "ctkSliderWidget",
+                "pathlib.Path": "ctkPathLineEdit", "vtkMRML": "qMRMLNodeComboBox"}
     for parameter, (name, widget_class) in bound.items():
         kind = next(k for k in expected if k in parameters[parameter])
         assert widget_class == expected[kind], f"{name} ({widget_class}) bound to {parameter}: {parameters[parameter]}"

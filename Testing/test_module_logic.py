@@ -4,6 +4,7 @@ user's Apply, Cancel, Compute and Export do to the scene."""
 from __future__ import annotations
 
 import csv
+import time
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.io import Volume
 from LDCTDenoiseLib.metrics import FULL_RANGE, SOFT_TISSUE
 from LDCTDenoiseLib.module_logic import (
+    CompareJob,
     DenoiseJob,
     child_python,
     column_name,
@@ -70,6 +72,34 @@ def test_a_chosen_output_node_is_filled_and_the_input_can_never_be_the_output(sc
         denoise(scene, ldct, ldct, weights=str(tiny_model_dir))
     with pytest.raises(InputError, match="choose the low-dose CT"):
         denoise(scene, None)
+
+
+def test_an_int16_ct_gives_an_int16_output_unless_float32_is_asked_for(scene, tiny_model_dir):
+    volume = small_volume()
+    ldct = add_volume_node(scene, volume.with_array(volume.array.astype(np.int16)), "LDCT")
+    expected = VolumeDenoiser(load_model(tiny_model_dir), EngineOptions(device="cpu"))(volume.array)
+    stored = denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu")
+    assert slicer.util.arrayFromVolume(stored).dtype == np.int16
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(stored), np.rint(expected), atol=1.0)
+    floats = denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu", output_type="float32")
+    assert slicer.util.arrayFromVolume(floats).dtype == np.float32
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(floats), expected, atol=1e-3)
+    with pytest.raises(InputError, match="output type"):
+        denoise(scene, ldct, weights=str(tiny_model_dir), output_type="uint8")
+
+
+def test_strength_scales_the_correction_and_names_and_marks_the_output(scene, tiny_model_dir):
+    volume = small_volume()
+    ldct = add_volume_node(scene, volume, "LDCT")
+    full = volume_from_node(denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu")).array
+    job = denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu", strength=0.5, wait_for_completion=False)
+    half = job.wait()
+    assert half.GetName() == "LDCT denoised 50%"
+    assert (half.GetAttribute("LDCTDenoise.strength_percent"), half.GetAttribute("LDCTDenoise.model")) == ("50", "tiny")
+    np.testing.assert_allclose(volume_from_node(half).array - volume.array, 0.5 * (full - volume.array), atol=1e-3)
+    assert any("strength 50 %" in line for line in job.log)  # the child's own account, for the log pane
+    with pytest.raises(InputError, match="strength must be between 0 and 100 %"):
+        denoise(scene, ldct, weights=str(tiny_model_dir), strength=2.0)
 
 
 def test_a_cancelled_background_run_leaves_the_scene_unchanged(scene, tiny_model_dir):
@@ -161,6 +191,37 @@ def test_compute_with_an_roi_fills_the_table_and_the_density_chart(ct_scene):
     assert names == ["NDCT", "LDCT", "Denoised"]
     reference = chart.GetNthPlotSeriesNode(0)
     assert reference.GetLineStyle() == reference.LineStyleDash and chart.GetXAxisTitle() == "HU"
+
+
+def test_compute_runs_in_a_worker_thread_and_touches_the_scene_only_when_the_caller_collects(ct_scene):
+    scene, grid, nodes = ct_scene
+    roi = _roi_at(scene, grid, [32, 32, 2])
+    count = scene.GetNumberOfNodes()
+    job = CompareJob(scene, nodes["NDCT"], [nodes["LDCT"], nodes["Denoised"]], roi_node=roi, register=True)
+    stages = {job.stage}
+    while job.poll() == "running":
+        stages.add(job.stage)
+        time.sleep(0.01)
+    assert scene.GetNumberOfNodes() == count  # the worker thread made no node
+    result = job.result()
+    assert scene.GetNumberOfNodes() > count and scene.GetNodeByID(result.table.GetID()) is not None
+    assert job.poll() == "done" and job.result() is result  # filled once
+    assert stages & {"registering the NDCT to the compared volumes", "metrics in liver box",
+                     "HU density curves in liver box", "starting"}
+    waited = compare_nodes(scene, nodes["NDCT"], [nodes["LDCT"], nodes["Denoised"]], roi_node=roi, register=True)
+    assert result.rows == waited.rows
+
+
+def test_a_failing_compute_reports_the_reason_on_the_callers_thread_and_adds_nothing(ct_scene):
+    scene, grid, nodes = ct_scene
+    far = Volume(grid.array, spacing=grid.spacing, origin=(500.0, 500.0, 500.0), direction=grid.direction)
+    elsewhere = add_volume_node(scene, far, "NDCT elsewhere")
+    roi = _roi_at(scene, grid, [32, 32, 2])
+    count = scene.GetNumberOfNodes()
+    job = CompareJob(scene, elsewhere, [nodes["LDCT"]], roi_node=roi)
+    with pytest.raises(InputError, match="outside the NDCT's field of view"):
+        job.wait()
+    assert job.poll() == "failed" and scene.GetNumberOfNodes() == count
 
 
 def test_a_second_compute_refills_the_same_table_and_chart(ct_scene):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from conftest import rotated_direction, small_volume
 from LDCTDenoiseLib.errors import Cancelled, LDCTError
 from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
-from LDCTDenoiseLib.process import CANCELLED, DONE, FAILED, BackgroundDenoise
+from LDCTDenoiseLib.io import Volume
+from LDCTDenoiseLib.process import CANCELLED, DONE, FAILED, RUNNING, BackgroundDenoise
 from LDCTDenoiseLib.weights import load_model
 
 
@@ -40,3 +45,49 @@ def test_a_failing_child_reports_its_reason(tmp_path):
     with pytest.raises(LDCTError, match="no model manifest"):
         run.wait()
     assert run.state == FAILED and not run.folder.exists()
+
+
+LAUNCHER = """#!{python}
+# A stand-in for CTK's PythonSlicer launcher: it starts the real Python as a child process (no exec)
+# and waits for it, so killing this process alone would leave the child running.
+import subprocess, sys
+sys.exit(subprocess.call([{python!r}, *sys.argv[1:]]))
+"""
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """PIDs of live (non-zombie) processes whose command line contains ``text`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads the process table from Linux /proc")
+def test_cancel_stops_the_whole_process_tree_of_a_launcher_that_starts_python_as_a_child(tmp_path):
+    launcher = tmp_path / "PythonSlicer"
+    launcher.write_text(LAUNCHER.format(python=sys.executable))
+    launcher.chmod(0o755)
+    slow = Volume(np.zeros((40, 256, 256), np.float32), spacing=(0.7, 0.7, 2.5))  # the bundled model: seconds
+    run = BackgroundDenoise(slow, device="cpu", python=str(launcher))
+    deadline = time.monotonic() + 120
+    while run.done == 0 and run.poll() == RUNNING and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert run.state == RUNNING and run.done >= 1, run.log
+    assert len(_processes_mentioning(str(run.folder))) == 2  # the launcher and the real Python under it
+    run.cancel()
+    time.sleep(0.5)
+    assert _processes_mentioning(str(run.folder)) == [] and run.state == CANCELLED and not run.folder.exists()
+
+
+def test_the_childs_own_lines_are_kept_for_the_log_pane(tiny_model_dir):
+    run = BackgroundDenoise(small_volume(), weights=str(tiny_model_dir), device="cpu", strength=0.3)
+    run.wait()
+    assert run.log[0] == "Model tiny on cpu (float32), strength 30 %, 6 slices of 48 x 40"
+    assert not any(line.startswith(("PROGRESS", "DONE")) for line in run.log)

@@ -46,8 +46,7 @@ def denoise_command(args: argparse.Namespace) -> dict:
     volume = read_volume(args.input, args.series)
     denoiser = VolumeDenoiser(model, _engine_options(args))
     denoised = _with_progress(denoiser, volume, "denoising", args.quiet)
-    result = volume.with_array(denoised)
-    written = write_volume(result, args.output)
+    written = write_volume(_denoised_volume(volume, denoised, denoiser), args.output, denoiser.description)
     return {
         "command": "denoise", "input": str(args.input), "output": str(args.output),
         "files_written": len(written), "shape": list(volume.array.shape), "spacing_mm": list(volume.spacing),
@@ -139,7 +138,7 @@ def demo_command(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_volume(normal_dose.with_array(normal_dose.array.astype(np.float32)), out / "normal_dose.nrrd")
     write_volume(low_dose, out / "low_dose.nrrd")
-    write_volume(low_dose.with_array(denoised), out / "denoised.nrrd")
+    write_volume(_denoised_volume(low_dose, denoised, denoiser), out / "denoised.nrrd")
     summary = {
         "command": "demo", "source": source, "output": str(out), "model": model.describe(), "run": denoiser.last_run,
         "simulation": low_dose.metadata["simulation"],
@@ -151,6 +150,13 @@ def demo_command(args: argparse.Namespace) -> dict:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _denoised_volume(source: Volume, denoised: np.ndarray, denoiser: VolumeDenoiser) -> Volume:
+    """The result with the source's geometry and a header naming the model and strength that made it."""
+    result = source.with_array(denoised)
+    result.metadata["header"] = {**result.metadata.get("header", {}), **denoiser.header}
+    return result
 
 
 def _demo_input(data: str | None) -> tuple[Volume, str]:
@@ -212,7 +218,8 @@ def _check_output(output: Path, input_path: Path | None, overwrite: bool) -> Non
 
 
 def _engine_options(args: argparse.Namespace) -> EngineOptions:
-    return EngineOptions(device=args.device, precision=args.precision, batch_size=args.batch_size, compile=args.compile)
+    return EngineOptions(device=args.device, precision=args.precision, batch_size=args.batch_size, compile=args.compile,
+                         strength=args.strength / 100)
 
 
 def _report(summary: dict, as_json: bool) -> None:
@@ -256,6 +263,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16/fp16 on GPU, fp32 on CPU")
         sub.add_argument("--compile", default="auto", choices=COMPILE_MODES,
                          help="torch.compile (auto: on CPU for volumes of >= 100 slices)")
+        sub.add_argument("--strength", type=float, default=100.0, metavar="PERCENT",
+                         help="how much of the network's correction to apply: 0 (the input) to 100 (default)")
 
     sub = command("denoise", denoise_command, "denoise a CT volume (DICOM folder or volume file)")
     sub.add_argument("input", type=Path, help="DICOM series folder or .nrrd/.nii/.nii.gz/.mha file")

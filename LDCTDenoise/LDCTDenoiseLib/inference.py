@@ -3,10 +3,15 @@
 Memory stays at input + output + one batch: slices are normalised batch by batch and the
 result is written into a preallocated float32 array. The network's correction is added to
 the unclipped input, so HU outside the normalisation's clip range (metal, padding) are kept.
+``strength`` scales that correction (vendors' deep-learning reconstructions offer low, medium
+and high for the same reason: readers reject an over-smoothed look): 0 returns the input, 1 the
+model's output.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import shutil
 import threading
@@ -27,6 +32,7 @@ CPU_COMPILE_MIN_SLICES = 100  # below this, compiling (about a minute cold) does
 # full-resolution tensors of the first level's width live at once in the last up block, plus margin.
 BYTES_PER_PIXEL_PER_WIDTH = 48
 ProgressCallback = Callable[[int, int], None]
+logger = logging.getLogger(__name__)
 
 
 class CancelToken:
@@ -50,8 +56,11 @@ class EngineOptions:
     batch_size: int | None = None  # None: from free memory on CUDA, 1 on CPU, 4 on MPS
     compile: str = "auto"  # torch.compile: auto uses it on CPU for large volumes
     channels_last: bool = True
+    strength: float = 1.0  # fraction of the network's correction applied, 0 to 1
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.strength <= 1.0:
+            raise InputError(f"strength must be between 0 and 100 %; got {100 * self.strength:g} %")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
         if self.compile not in COMPILE_MODES:
@@ -106,6 +115,17 @@ class VolumeDenoiser:
         self._compiled: dict[tuple, Callable] = {}
         self.last_run: dict = {}
 
+    @property
+    def header(self) -> dict[str, str]:
+        """What made the output, for its file header (NRRD and MHA key-value fields)."""
+        return {"LDCTDenoise_model": str(self.model.describe()["name"]),
+                "LDCTDenoise_strength_percent": f"{100 * self.options.strength:g}"}
+
+    @property
+    def description(self) -> str:
+        """The derived DICOM series' description suffix: a reader sees the strength in the series list."""
+        return f"denoised {100 * self.options.strength:g}% (LDCTDenoise)"
+
     def __call__(
         self,
         hu: np.ndarray,
@@ -132,6 +152,11 @@ class VolumeDenoiser:
             except torch.OutOfMemoryError:
                 batch = self._halve(batch)
                 continue
+            except Exception as error:  # any compiler failure: eager runs the same model
+                if not self._is_compiled(forward):
+                    raise
+                forward = self._fall_back_to_eager(error)
+                continue
             done = stop
             if progress is not None:
                 progress(done, slices)
@@ -140,6 +165,7 @@ class VolumeDenoiser:
             "device": str(self.device), "precision": str(self.dtype).removeprefix("torch."),
             "batch_size": batch, "compiled": self._is_compiled(forward), "slices": slices,
             "seconds": round(elapsed, 3), "slices_per_second": round(slices / elapsed, 3) if elapsed else None,
+            "strength_percent": round(100 * self.options.strength, 1),
         }
         return output
 
@@ -152,7 +178,8 @@ class VolumeDenoiser:
         x = torch.from_numpy(network_in).unsqueeze(1).to(self.device, memory_format=self.memory_format)
         with torch.inference_mode(), self._autocast():
             y = forward(x)
-        correction = (y.float() - x).squeeze(1)[:count].cpu().numpy() * np.float32(norm.scale)
+        scale = np.float32(norm.scale * self.options.strength)
+        correction = (y.float() - x).squeeze(1)[:count].cpu().numpy() * scale
         return np.asarray(hu_batch, dtype=np.float32) + correction
 
     def _autocast(self):
@@ -187,8 +214,19 @@ class VolumeDenoiser:
         key = (self.device.type, self.dtype)
         if key not in self._compiled:
             _use_persistent_compile_cache()
-            self._compiled[key] = torch.compile(self.network, dynamic=False, options={"freezing": True})
+            try:
+                self._compiled[key] = torch.compile(self.network, dynamic=False, options={"freezing": True})
+            except Exception as error:  # e.g. a torch whose Dynamo does not support this Python
+                return self._fall_back_to_eager(error)
         return self._compiled[key]
+
+    def _fall_back_to_eager(self, error: Exception) -> Callable:
+        """torch.compile failed (no working compiler, an unsupported build): run eagerly, say so once."""
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        logger.warning("torch.compile failed (%s: %s); running without it", type(error).__name__, first_line)
+        self.options = dataclasses.replace(self.options, compile="off")
+        self._compiled.clear()
+        return self.network
 
     def _is_compiled(self, forward: Callable) -> bool:
         return forward is not self.network

@@ -3,7 +3,9 @@
 ``LDCTDenoise.py`` only wires the GUI to this. Everything here takes the MRML scene explicitly, so
 it runs the same in Slicer, in Slicer's Python console and against the slicer-core wheel in CI.
 A denoising run touches the scene only when it has succeeded: cancelled or failed runs leave no
-node behind, and the input node is never written.
+node behind, and the input node is never written. The output node stores the input's voxel type
+(int16 HU for CT, as PACS expects) unless float32 is asked for, and carries the model and the
+strength that made it as node attributes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ from pathlib import Path
 from .atomic import write_atomically
 from .density import Densities
 from .errors import InputError, OutputError
+from .io import cast_voxels
 from .metrics import DEFAULT_WINDOWS, Window
 from .mrml_bridge import (
     density_chart,
@@ -30,11 +34,12 @@ from .mrml_bridge import (
     update_node_from_volume,
     volume_from_node,
 )
-from .process import CANCELLED, DONE, RUNNING, BackgroundDenoise
+from .process import CANCELLED, DONE, FAILED, RUNNING, BackgroundDenoise
 from .report import REFERENCE, ComparisonReport, compare, plot_densities, write_csv
 from .roi import Region
 
 CHART_FORMATS = (".png", ".svg")
+OUTPUT_TYPES = ("input", "float32")  # the input node's voxel type, or float32
 
 
 def child_python(inside_slicer: bool) -> str:
@@ -53,21 +58,34 @@ class DenoiseJob:
     """One volume node denoised in a child process; the output node appears only on success."""
 
     def __init__(self, scene, input_node, output_node=None, weights: str | None = None, device: str = "auto",
-                 batch_size: int | None = None, python: str | None = None) -> None:
+                 batch_size: int | None = None, python: str | None = None, strength: float = 1.0,
+                 output_type: str = "input") -> None:
+        if output_type not in OUTPUT_TYPES:
+            raise InputError(f"output type must be one of {OUTPUT_TYPES}; got {output_type!r}")
+        if not 0.0 <= strength <= 1.0:
+            raise InputError(f"strength must be between 0 and 100 %; got {100 * strength:g} %")
         if input_node is None:
             raise InputError("choose the low-dose CT volume to denoise")
         if output_node is not None and output_node.GetID() == input_node.GetID():
             raise InputError("the output volume is the input volume; choose another output or leave it empty "
                              "to create a new one (the input is never overwritten)")
         self.scene, self.input_node, self.requested_output = scene, input_node, output_node
+        self.strength, self.output_type = strength, output_type
         self.output_node = None
         self.started = time.monotonic()
-        self.background = BackgroundDenoise(volume_from_node(input_node), weights=weights, device=device,
-                                            batch_size=batch_size, python=python)
+        volume = volume_from_node(input_node)
+        self.stored_dtype = volume.metadata["stored_dtype"] if output_type == "input" else "float32"
+        self.background = BackgroundDenoise(volume, weights=weights, device=device, batch_size=batch_size,
+                                            python=python, strength=strength)
 
     @property
     def fraction(self) -> float:
         return self.background.fraction
+
+    @property
+    def log(self) -> list[str]:
+        """The child's output so far (model, device, warnings), for the log pane."""
+        return self.background.log
 
     @property
     def elapsed(self) -> float:
@@ -106,8 +124,12 @@ class DenoiseJob:
         """The output node (filled once); raises ``Cancelled`` or the failure."""
         volume = self.background.result()
         if self.output_node is None:
-            node = self.requested_output or new_output_node(self.scene, self.input_node)
-            update_node_from_volume(node, volume)
+            percent = f"{100 * self.strength:g}"
+            name = f"{self.input_node.GetName()} denoised" + ("" if percent == "100" else f" {percent}%")
+            node = self.requested_output or new_output_node(self.scene, self.input_node, name)
+            update_node_from_volume(node, volume.with_array(cast_voxels(volume.array, self.stored_dtype)))
+            for key, value in volume.metadata.get("header", {}).items():
+                node.SetAttribute(key.replace("_", ".", 1), value)  # LDCTDenoise.model, LDCTDenoise.strength_percent
             show_like(node, self.input_node)
             self.output_node = node
         return self.output_node
@@ -115,9 +137,13 @@ class DenoiseJob:
 
 def denoise(scene, input_node, output_node=None, weights: str | None = None, device: str = "auto",
             batch_size: int | None = None, python: str | None = None, wait_for_completion: bool = True,
-            progress: Callable[[int, int], None] | None = None):
-    """Denoise ``input_node``: the output node when waiting, else the running ``DenoiseJob``."""
-    job = DenoiseJob(scene, input_node, output_node, weights, device, batch_size, python)
+            progress: Callable[[int, int], None] | None = None, strength: float = 1.0, output_type: str = "input"):
+    """Denoise ``input_node``: the output node when waiting, else the running ``DenoiseJob``.
+
+    ``strength`` (0 to 1) scales the network's correction; ``output_type`` is "input" (the input node's
+    voxel type) or "float32".
+    """
+    job = DenoiseJob(scene, input_node, output_node, weights, device, batch_size, python, strength, output_type)
     return job.wait(progress) if wait_for_completion else job
 
 
@@ -139,30 +165,80 @@ class RegionComparison:
         return self.report.regions[0].region.name
 
 
-def compare_nodes(scene, ndct_node, volume_nodes: list, roi_node=None, segmentation_node=None,
-                  segment_id: str | None = None, register: bool = False, table=None, chart=None,
-                  windows: tuple[Window, ...] = DEFAULT_WINDOWS) -> RegionComparison:
-    """Volumes (input, denoised, others) against the NDCT in one region; fills a table and a chart.
+class CompareJob:
+    """Compute off the GUI thread: volumes against the NDCT in one region, in a worker thread.
 
-    The region is a Markups ROI node or one segment; it is taken on the first volume's grid. With
+    The nodes are read when the job is made (on the caller's thread, as MRML wants); the worker
+    touches no node; ``result()`` fills the table and chart on the caller's thread once it is done.
+    The region is a Markups ROI node or one segment, taken on the first volume's grid. With
     ``register`` the NDCT is rigidly registered to that volume first. ``table`` and ``chart`` are
     refilled when given (a second Compute replaces the first one's figures).
     """
-    if ndct_node is None:
-        raise InputError("choose the normal-dose CT (NDCT) volume to compare against")
-    nodes = [node for node in volume_nodes if node is not None]
-    if not nodes:
-        raise InputError("choose at least one volume to compare with the NDCT")
-    if any(node.GetID() == ndct_node.GetID() for node in nodes):
-        raise InputError(f"{ndct_node.GetName()} is the NDCT reference; leave it out of the compared volumes")
-    volumes = _named_volumes(nodes)
-    grid = next(iter(volumes.values()))
-    region = _region(grid, roi_node, segmentation_node, segment_id)
-    report = compare(volume_from_node(ndct_node), volumes, [region], "rigid" if register else "none", windows)
-    rows = metric_rows(report)
-    table = table_from_rows(scene, rows, f"{region.name} metrics", node=table)
-    chart = density_chart(scene, report.regions[0].densities, region.name, chart=chart)
-    return RegionComparison(report, rows, table, chart)
+
+    def __init__(self, scene, ndct_node, volume_nodes: list, roi_node=None, segmentation_node=None,
+                 segment_id: str | None = None, register: bool = False, table=None, chart=None,
+                 windows: tuple[Window, ...] = DEFAULT_WINDOWS) -> None:
+        if ndct_node is None:
+            raise InputError("choose the normal-dose CT (NDCT) volume to compare against")
+        nodes = [node for node in volume_nodes if node is not None]
+        if not nodes:
+            raise InputError("choose at least one volume to compare with the NDCT")
+        if any(node.GetID() == ndct_node.GetID() for node in nodes):
+            raise InputError(f"{ndct_node.GetName()} is the NDCT reference; leave it out of the compared volumes")
+        volumes = _named_volumes(nodes)
+        region = _region(next(iter(volumes.values())), roi_node, segmentation_node, segment_id)
+        self.scene, self.table, self.chart = scene, table, chart
+        self.stage, self.started = "starting", time.monotonic()
+        self._report: ComparisonReport | None = None
+        self._error: Exception | None = None
+        self._comparison: RegionComparison | None = None
+        arguments = (volume_from_node(ndct_node), volumes, [region], "rigid" if register else "none", windows)
+        self._thread = threading.Thread(target=self._run, args=arguments, daemon=True)
+        self._thread.start()
+
+    def _run(self, ndct, volumes, regions, registration, windows) -> None:
+        try:
+            self._report = compare(ndct, volumes, regions, registration, windows, stage=self._at)
+        except Exception as error:  # handed to the caller's thread by result()
+            self._error = error
+
+    def _at(self, stage: str) -> None:
+        self.stage = stage
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def poll(self) -> str:
+        """running, done or failed (non-blocking)."""
+        if self._thread.is_alive():
+            return RUNNING
+        return FAILED if self._error is not None else DONE
+
+    def wait(self) -> RegionComparison:
+        self._thread.join()
+        return self.result()
+
+    def result(self) -> RegionComparison:
+        """The comparison, its table and chart filled (once); raises what the worker raised."""
+        if self._error is not None:
+            raise self._error
+        if self._comparison is None:
+            report = self._report
+            rows = metric_rows(report)
+            name = report.regions[0].region.name
+            table = table_from_rows(self.scene, rows, f"{name} metrics", node=self.table)
+            chart = density_chart(self.scene, report.regions[0].densities, name, chart=self.chart)
+            self._comparison = RegionComparison(report, rows, table, chart)
+        return self._comparison
+
+
+def compare_nodes(scene, ndct_node, volume_nodes: list, roi_node=None, segmentation_node=None,
+                  segment_id: str | None = None, register: bool = False, table=None, chart=None,
+                  windows: tuple[Window, ...] = DEFAULT_WINDOWS) -> RegionComparison:
+    """Volumes (input, denoised, others) against the NDCT in one region, waiting: see ``CompareJob``."""
+    return CompareJob(scene, ndct_node, volume_nodes, roi_node, segmentation_node, segment_id, register, table,
+                      chart, windows).wait()
 
 
 def metric_rows(report: ComparisonReport) -> list[dict]:

@@ -26,13 +26,14 @@ def volume_from_node(node) -> Volume:
     check_untransformed(node)
     directions = np.zeros((3, 3))
     node.GetIJKToRASDirections(directions)
-    array = np.array(slicer.util.arrayFromVolume(node), dtype=np.float32)  # a copy: the node stays untouched
+    voxels = slicer.util.arrayFromVolume(node)
+    array = np.array(voxels, dtype=np.float32)  # a copy: the node stays untouched
     return Volume(
         array,
         spacing=node.GetSpacing(),
         origin=tuple(LPS_FROM_RAS @ np.asarray(node.GetOrigin())),
         direction=LPS_FROM_RAS @ directions,
-        metadata={"source": node.GetName(), "node_id": node.GetID()},
+        metadata={"source": node.GetName(), "node_id": node.GetID(), "stored_dtype": str(voxels.dtype)},
     )
 
 

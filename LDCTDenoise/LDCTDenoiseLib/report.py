@@ -95,8 +95,13 @@ def parse_roi(text: str) -> RegionSpec:
 
 
 def compare(ndct: Volume, volumes: dict[str, Volume], regions: list[Region | RegionSpec], registration: str = "none",
-            windows: tuple[Window, ...] = DEFAULT_WINDOWS, seed: int = 0) -> ComparisonReport:
-    """Every volume against the NDCT in every region. Volumes share the first one's grid (the LDCT's)."""
+            windows: tuple[Window, ...] = DEFAULT_WINDOWS, seed: int = 0,
+            stage: Callable[[str], None] | None = None) -> ComparisonReport:
+    """Every volume against the NDCT in every region. Volumes share the first one's grid (the LDCT's).
+
+    ``stage`` hears what is being done (registration can take a minute), for a status line.
+    """
+    stage = stage or (lambda text: None)
     if not volumes or not regions:
         raise InputError("give at least one volume to compare and one region")
     if REFERENCE in volumes:
@@ -105,6 +110,7 @@ def compare(ndct: Volume, volumes: dict[str, Volume], regions: list[Region | Reg
     for name, volume in volumes.items():
         check_ct(volume, name)
         _check_same_grid(grid, volume, name)
+    stage("registering the NDCT to the compared volumes" if registration != "none" else "resampling the NDCT")
     alignment = align(ndct, grid, registration, seed)
     covered = _coverage(ndct, grid, alignment)
     notes = []
@@ -117,7 +123,9 @@ def compare(ndct: Volume, volumes: dict[str, Volume], regions: list[Region | Reg
         if mask.sum() < region.mask.sum():
             notes.append(f"region {region.name}: {region.mask.sum() - mask.sum()} voxels outside the NDCT left out")
         arrays = {name: v.array for name, v in volumes.items()}
+        stage(f"metrics in {region.name}")
         metrics = compare_in_region(arrays, alignment.volume.array, mask, windows)
+        stage(f"HU density curves in {region.name}")
         samples = {REFERENCE: alignment.volume.array[mask], **{n: a[mask] for n, a in arrays.items()}}
         results.append(RegionResult(Region(region.name, mask, region.description), metrics,
                                     hu_densities(samples, reference=REFERENCE, seed=seed)))

@@ -2,14 +2,16 @@
 
 The Slicer module runs it (with PythonSlicer) so torch never blocks the GUI. The protocol is line
 based on stdout: ``PROGRESS done total`` while it works, ``DONE {json}`` at the end; on failure the
-last stderr line is ``ERROR reason`` and the exit status is 1. The output file is written
-atomically, so a killed child leaves nothing at OUT.
+last stderr line is ``ERROR reason`` and the exit status is 1. Every other line (stderr included:
+warnings, a torch.compile fallback) is log text the module shows in its log pane. The output file
+is written atomically, so a killed child leaves nothing at OUT.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from .errors import LDCTError
@@ -25,14 +27,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", help="model folder (default: the bundled model)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--strength", type=float, default=100.0, help="percent of the network's correction")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         volume = read_volume_file(args.input)
         model = find_model(args.weights)
-        denoiser = VolumeDenoiser(model, EngineOptions(device=args.device, batch_size=args.batch_size))
+        options = EngineOptions(device=args.device, batch_size=args.batch_size, strength=args.strength / 100)
+        denoiser = VolumeDenoiser(model, options)
+        print(f"Model {model.describe()['name']} on {denoiser.device} ({str(denoiser.dtype).split('.')[-1]}), "
+              f"strength {args.strength:g} %, {volume.array.shape[0]} slices of {volume.array.shape[2]} x "
+              f"{volume.array.shape[1]}", flush=True)
         print(f"PROGRESS 0 {volume.array.shape[0]}", flush=True)
         denoised = denoiser(volume.array, progress=lambda done, total: print(f"PROGRESS {done} {total}", flush=True))
-        write_volume_file(volume.with_array(denoised), args.output)
+        result = volume.with_array(denoised)
+        result.metadata["header"] = denoiser.header
+        write_volume_file(result, args.output)
     except (LDCTError, OSError) as error:
         print(f"ERROR {str(error).splitlines()[0]}", file=sys.stderr, flush=True)
         return 1

@@ -7,11 +7,19 @@ from pathlib import Path
 from ..errors import InputError, OutputError
 from .dicom_read import SeriesInfo, list_series, read_dicom_series
 from .dicom_write import write_dicom_series
-from .volume import READ_SUFFIXES, WRITE_SUFFIXES, Volume, is_volume_file, read_volume_file, write_volume_file
+from .volume import (
+    READ_SUFFIXES,
+    WRITE_SUFFIXES,
+    Volume,
+    cast_voxels,
+    is_volume_file,
+    read_volume_file,
+    write_volume_file,
+)
 
 __all__ = [
     "READ_SUFFIXES", "WRITE_SUFFIXES", "SeriesInfo", "Volume", "list_series", "read_volume",
-    "write_volume", "read_dicom_series", "write_dicom_series", "read_volume_file", "write_volume_file",
+    "write_volume", "read_dicom_series", "write_dicom_series", "read_volume_file", "write_volume_file", "cast_voxels",
 ]
 
 
@@ -30,8 +38,11 @@ def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
     )
 
 
-def write_volume(volume: Volume, path: str | Path) -> list[Path]:
-    """Write a volume file by extension, or a derived DICOM series when ``path`` has none."""
+def write_volume(volume: Volume, path: str | Path, description: str = "denoised (LDCTDenoise)") -> list[Path]:
+    """Write a volume file by extension, or a derived DICOM series when ``path`` has none.
+
+    ``description`` is appended to the source's SeriesDescription of a derived series.
+    """
     path = Path(path)
     if path.name.lower().endswith(WRITE_SUFFIXES):
         write_volume_file(volume, path)
@@ -41,4 +52,4 @@ def write_volume(volume: Volume, path: str | Path) -> list[Path]:
             f"{path}: unknown output format; use one of {', '.join(WRITE_SUFFIXES)} "
             "or a folder name (without extension) for a DICOM series"
         )
-    return write_dicom_series(volume, path)
+    return write_dicom_series(volume, path, description_suffix=description)

@@ -83,7 +83,17 @@ def read_volume_file(path: str | Path) -> Volume:
         image = sitk.JoinSeries(image)
     if image.GetDimension() != 3:
         raise InputError(f"{path} is {image.GetDimension()}-D; a 3-D CT volume is expected")
-    return Volume.from_sitk(image, {"source": str(path), "source_format": "volume-file"})
+    header = {key: image.GetMetaData(key) for key in image.GetMetaDataKeys() if key.startswith("LDCTDenoise")}
+    return Volume.from_sitk(image, {"source": str(path), "source_format": "volume-file", "header": header})
+
+
+def cast_voxels(array: np.ndarray, dtype) -> np.ndarray:
+    """Voxels in another type: rounded and clipped to its range for integer types (int16 HU for CT)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        limits = np.iinfo(dtype)
+        return np.clip(np.rint(array), limits.min, limits.max).astype(dtype)
+    return np.asarray(array, dtype=dtype)
 
 
 def write_volume_file(volume: Volume, path: str | Path, dtype: type = np.float32) -> None:
@@ -94,6 +104,8 @@ def write_volume_file(volume: Volume, path: str | Path, dtype: type = np.float32
     if not path.parent.is_dir():
         raise OutputError(f"output folder {path.parent} does not exist")
     image = volume.with_array(volume.array.astype(dtype, copy=False)).to_sitk()
+    for key, value in volume.metadata.get("header", {}).items():  # e.g. the model and strength that made it
+        image.SetMetaData(key, str(value))
     with atomic_file(path) as tmp:
         try:
             sitk.WriteImage(image, str(tmp), useCompression=True)
