@@ -44,6 +44,7 @@ def denoise_command(args: argparse.Namespace) -> dict:
     _check_output(args.output, args.input, args.overwrite)
     model = find_model(args.weights)
     volume = read_volume(args.input, args.series)
+    _print_notes(volume)
     denoiser = VolumeDenoiser(model, _engine_options(args))
     denoised = _with_progress(denoiser, volume, "denoising", args.quiet)
     written = write_volume(_denoised_volume(volume, denoised, denoiser), args.output, denoiser.description)
@@ -51,12 +52,14 @@ def denoise_command(args: argparse.Namespace) -> dict:
         "command": "denoise", "input": str(args.input), "output": str(args.output),
         "files_written": len(written), "shape": list(volume.array.shape), "spacing_mm": list(volume.spacing),
         "model": model.describe(), "run": denoiser.last_run, "hu": _hu_summary(volume.array, denoised),
+        "notes": volume.metadata.get("notes", []),
     }
 
 
 def simulate_command(args: argparse.Namespace) -> dict:
     _check_output(args.output, args.input, args.overwrite)
     volume = read_volume(args.input, args.series)
+    _print_notes(volume)
     low_dose = _simulate_with_progress(volume, _simulation_settings(args), args.seed, args.quiet)
     written = write_volume(low_dose, args.output)
     return {
@@ -150,6 +153,12 @@ def demo_command(args: argparse.Namespace) -> dict:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _print_notes(volume: Volume) -> None:
+    """What the reader chose or left out, on stderr: the user sees it, --json output stays clean."""
+    for note in volume.metadata.get("notes", []):
+        print(f"ldct-denoise: note: {note}", file=sys.stderr)
 
 
 def _denoised_volume(source: Volume, denoised: np.ndarray, denoiser: VolumeDenoiser) -> Volume:

@@ -2,6 +2,10 @@
 
 Slices are ordered by their position along the slice normal (not by file name or
 InstanceNumber). HU = stored value * RescaleSlope + RescaleIntercept, per slice, never assumed.
+Every tag used is validated first (``dicom_header``). Files left out -- not DICOM images, or
+localizer (scout) images beside the slices -- are counted in the volume's ``notes``, never dropped
+silently; a folder with one CT volume beside localizers or summaries gets that volume chosen,
+with a note.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from ..errors import InputError
+from .dicom_header import SliceGeometry, check_pixel_data, is_localizer, rescale, slice_geometry
 from .volume import Volume
 
 POSITION_TOLERANCE_MM = 0.01
@@ -52,13 +57,20 @@ class SeriesInfo:
 
 def list_series(folder: str | Path) -> list[SeriesInfo]:
     """Every image series under ``folder`` (searched recursively), read from headers only."""
+    return scan_folder(folder)[0]
+
+
+def scan_folder(folder: str | Path) -> tuple[list[SeriesInfo], int]:
+    """The image series under ``folder`` and how many files were not DICOM images."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder")
     found: dict[str, SeriesInfo] = {}
+    skipped = 0
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         header = _read_header(path)
         if header is None:
+            skipped += 1
             continue
         uid = str(header.SeriesInstanceUID)
         if uid not in found:
@@ -66,60 +78,106 @@ def list_series(folder: str | Path) -> list[SeriesInfo]:
             found[uid] = SeriesInfo(uid, description, str(header.get("Modality", "?")), [], [])
         found[uid].headers.append(header)
         found[uid].files.append(path)
-    return list(found.values())
+    return list(found.values()), skipped
 
 
-def choose_series(folder: str | Path, series_uid: str | None = None) -> SeriesInfo:
-    series = list_series(folder)
+def choose_series(folder: str | Path, series_uid: str | None = None) -> tuple[SeriesInfo, list[str]]:
+    """The series to read, and notes on what was chosen or left out."""
+    series, skipped = scan_folder(folder)
+    notes = [f"{skipped} file(s) in {folder} are not DICOM images and were left out"] if skipped else []
     if not series:
         raise InputError(f"no DICOM image files found in {folder}")
     listing = "; ".join(str(s) for s in series)
     if series_uid is not None:
         for candidate in series:
             if candidate.uid == series_uid:
-                return candidate
+                return candidate, notes
         raise InputError(f"series {series_uid} is not in {folder}; it holds: {listing}")
-    if len(series) > 1:
-        raise InputError(f"{folder} holds {len(series)} series; choose one with --series UID: {listing}")
-    return series[0]
+    if len(series) == 1:
+        return series[0], notes
+    volumes = [s for s in series if _is_ct_volume(s)]
+    if len(volumes) == 1:
+        others = ", ".join(f"'{s.description or s.uid}'" for s in series if s is not volumes[0])
+        notes.append(f"{folder} holds {len(series)} series; read the only CT volume, {volumes[0]}, "
+                     f"and left out {others} (localizers, single images, other modalities)")
+        return volumes[0], notes
+    raise InputError(f"{folder} holds {len(series)} series; choose one with --series UID: {listing}")
 
 
 def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volume:
     """Read the series (the only one in ``folder``, or the one named) as a float32 HU volume."""
-    series = choose_series(folder, series_uid)
+    series, notes = choose_series(folder, series_uid)
     _check_modality(series)
-    headers, files, normal, steps = _sorted_slices(series)
-    rows, columns = int(headers[0].Rows), int(headers[0].Columns)
-    hu = np.empty((len(files), rows, columns), dtype=np.float32)
-    for index, path in enumerate(files):
-        hu[index] = _slice_hu(path, rows, columns)
-    first = headers[0]
-    row_dir, col_dir = _orientation(first)
-    row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
-    slice_step = float(np.median(steps)) if len(steps) else float(first.get("SliceThickness") or 1.0)
+    series, dropped = _without_localizers(series)
+    if dropped:
+        notes.append(f"{dropped} localizer (scout) image(s) of series {series.uid} were left out")
+    slices, normal, steps = _sorted_slices(series)
+    first = slices[0]
+    hu = np.empty((len(slices), first.rows, first.columns), dtype=np.float32)
+    for index, geometry in enumerate(slices):
+        hu[index] = _slice_hu(geometry.path, first.rows, first.columns)
+    slice_step = float(np.median(steps)) if len(steps) else _thickness(series.headers[0])
     return Volume(
         array=hu,
-        spacing=(col_spacing, row_spacing, slice_step),
-        origin=tuple(float(v) for v in first.ImagePositionPatient),
-        direction=np.column_stack([row_dir, col_dir, normal]),
+        spacing=(first.col_spacing, first.row_spacing, slice_step),
+        origin=tuple(float(v) for v in first.position),
+        direction=np.column_stack([first.row_dir, first.col_dir, normal]),
         metadata={
             "source": str(folder),
             "source_format": "dicom",
             "series_uid": series.uid,
             "series_description": series.description,
-            "dicom_files": [str(p) for p in files],
+            "dicom_files": [str(g.path) for g in slices],
+            "notes": notes,
         },
     )
 
 
+def _is_ct_volume(series: SeriesInfo) -> bool:
+    """CT image slices (more than one, not all localizers): what a user means by 'the scan'."""
+    return (series.modality == "CT" and len(series.files) > 1
+            and sum(not is_localizer(h) for h in series.headers) > 1)
+
+
+def _without_localizers(series: SeriesInfo) -> tuple[SeriesInfo, int]:
+    keep = [i for i, header in enumerate(series.headers) if not is_localizer(header)]
+    if not keep:
+        raise InputError(f"series {series.uid} holds only localizer (scout) images, which are projections, not "
+                         "CT slices; choose the axial series with --series UID")
+    dropped = len(series.headers) - len(keep)
+    return SeriesInfo(series.uid, series.description, series.modality, [series.headers[i] for i in keep],
+                      [series.files[i] for i in keep]), dropped
+
+
+def _thickness(header: pydicom.Dataset) -> float:
+    """A one-slice series' extent along the normal: SliceThickness when it is a positive number, else 1 mm."""
+    try:
+        thickness = float(header.get("SliceThickness") or 1.0)
+    except (TypeError, ValueError):
+        return 1.0
+    return thickness if np.isfinite(thickness) and thickness > 0 else 1.0
+
+
 def _read_header(path: Path) -> pydicom.Dataset | None:
+    """The header of a DICOM image file; None for other files; an error for a damaged DICOM file."""
     try:
         header = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError):
+        if "SeriesInstanceUID" not in header or "Rows" not in header:
+            return None  # DICOMDIR, structured reports and other non-image objects
+        str(header.SeriesInstanceUID)
+    except InvalidDicomError:
         return None
-    if "SeriesInstanceUID" not in header or "Rows" not in header:
-        return None  # DICOMDIR, structured reports and other non-image objects
+    except Exception as error:  # pydicom raises many types (zlib, struct, ValueError) on damaged files
+        if _has_dicom_preamble(path):
+            raise InputError(f"{path} is a damaged DICOM file ({type(error).__name__}: {error}); remove it from "
+                             "the folder or re-export the series") from None
+        return None
     return header
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    with open(path, "rb") as file:
+        return file.read(132)[128:] == b"DICM"
 
 
 def _check_modality(series: SeriesInfo) -> None:
@@ -129,39 +187,31 @@ def _check_modality(series: SeriesInfo) -> None:
             f"series {series.uid} has modality {'/'.join(modalities) or 'unset'}; "
             "LDCTDenoise denoises CT only (Modality CT)"
         )
-    required = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept")
-    for header, path in zip(series.headers, series.files):
-        missing = [tag for tag in required if tag not in header]
-        if missing:
-            raise InputError(f"{path} lacks {', '.join(missing)}; cannot place the slice or convert it to HU")
 
 
-def _orientation(header: pydicom.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    iop = np.asarray(header.ImageOrientationPatient, dtype=float)
-    return iop[:3], iop[3:]
-
-
-def _sorted_slices(series: SeriesInfo) -> tuple[list, list, np.ndarray, np.ndarray]:
-    """Headers and files ordered along the normal, the normal, and the steps between slices."""
-    row_dir, col_dir = _orientation(series.headers[0])
-    for header, path in zip(series.headers, series.files):
-        other_row, other_col = _orientation(header)
-        if not (np.allclose(other_row, row_dir, atol=1e-4) and np.allclose(other_col, col_dir, atol=1e-4)):
-            raise InputError(f"{path} has another ImageOrientationPatient than the rest of the series")
-        if (header.Rows, header.Columns) != (series.headers[0].Rows, series.headers[0].Columns):
-            raise InputError(f"{path} has another image size than the rest of the series")
-    normal = np.cross(row_dir, col_dir)
-    positions = np.array([[float(v) for v in h.ImagePositionPatient] for h in series.headers])
-    order = np.argsort(positions @ normal, kind="stable")
-    positions = positions[order]
+def _sorted_slices(series: SeriesInfo) -> tuple[list[SliceGeometry], np.ndarray, np.ndarray]:
+    """Validated slice geometries ordered along the normal, the normal, and the steps between slices."""
+    slices = [slice_geometry(header, path) for header, path in zip(series.headers, series.files)]
+    first = slices[0]
+    for other in slices[1:]:
+        if not (np.allclose(other.row_dir, first.row_dir, atol=1e-4)
+                and np.allclose(other.col_dir, first.col_dir, atol=1e-4)):
+            raise InputError(f"{other.path} has another ImageOrientationPatient than the rest of the series")
+        if (other.rows, other.columns) != (first.rows, first.columns):
+            raise InputError(f"{other.path} has another image size than the rest of the series")
+    normal = first.normal
+    distances = np.array([g.position @ normal for g in slices])
+    order = np.argsort(distances, kind="stable")
+    slices = [slices[i] for i in order]
+    positions = np.array([g.position for g in slices])
     steps = np.diff(positions @ normal)
-    _check_tilt(series, positions, normal)
+    _check_tilt(series, slices, positions, normal)
     _check_spacing(series, steps, positions @ normal)
-    return [series.headers[i] for i in order], [series.files[i] for i in order], normal, steps
+    return slices, normal, steps
 
 
-def _check_tilt(series: SeriesInfo, positions: np.ndarray, normal: np.ndarray) -> None:
-    tilt = float(series.headers[0].get("GantryDetectorTilt", 0) or 0)
+def _check_tilt(series: SeriesInfo, slices: list[SliceGeometry], positions: np.ndarray, normal: np.ndarray) -> None:
+    tilt = slices[0].tilt_deg
     if len(positions) > 1:
         stack = positions[-1] - positions[0]
         cosine = abs(stack @ normal) / max(np.linalg.norm(stack), 1e-9)
@@ -202,7 +252,12 @@ def _check_spacing(series: SeriesInfo, steps: np.ndarray, distances: np.ndarray)
 
 
 def _slice_hu(path: Path, rows: int, columns: int) -> np.ndarray:
-    dataset = pydicom.dcmread(path)
+    try:
+        dataset = pydicom.dcmread(path)
+    except Exception as error:  # pydicom raises many types on damaged files
+        raise InputError(f"cannot read {path}: {error}") from error
+    check_pixel_data(dataset, path, rows, columns)
+    slope, intercept = rescale(dataset, path)
     syntax = dataset.file_meta.TransferSyntaxUID
     try:
         pixels = dataset.pixel_array
@@ -219,6 +274,8 @@ def _slice_hu(path: Path, rows: int, columns: int) -> np.ndarray:
         raise InputError(f"{path} is compressed as {syntax.name} ({syntax}); {advice}") from error
     if pixels.shape != (rows, columns):
         raise InputError(f"{path} holds pixel data of shape {pixels.shape}; expected one {rows}x{columns} frame")
-    slope = float(dataset.RescaleSlope)
-    intercept = float(dataset.RescaleIntercept)
-    return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    hu = pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    if not np.all(np.isfinite(hu)):
+        raise InputError(f"{path}: RescaleSlope {slope:g} and RescaleIntercept {intercept:g} give HU beyond float "
+                         "range; re-export the series from the scanner or PACS")
+    return hu
