@@ -144,6 +144,16 @@ def test_strength_is_applied_and_recorded_in_the_file_header_and_the_dicom_descr
     np.testing.assert_allclose(outputs["s40-dicom"].array, np.rint(partial.array), atol=1.0)
 
 
+def test_the_text_summary_names_the_model_in_one_line_and_json_keeps_the_whole_record(tmp_path, tiny_model_dir,
+                                                                                      capsys):
+    path, _ = phantom_file(tmp_path)
+    code, out, _ = run(capsys, "denoise", path, tmp_path / "o.nrrd", "--weights", tiny_model_dir, "--quiet")
+    assert code == 0 and "normalization" not in out and len(out.splitlines()) <= 12
+    assert "model: tiny" in out and "slices/s, strength 100 %" in out
+    code, out, _ = run(capsys, "denoise", path, tmp_path / "p.nrrd", "--weights", tiny_model_dir, "--quiet", "--json")
+    assert json.loads(out)["model"]["normalization"]
+
+
 def test_existing_output_needs_overwrite(tmp_path, tiny_model_dir, capsys):
     path, _ = phantom_file(tmp_path)
     (tmp_path / "o.nrrd").write_text("keep me")

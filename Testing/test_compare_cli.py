@@ -59,6 +59,15 @@ def test_windows_can_be_chosen(simulated_pair, tmp_path):
     assert [(w["low"], w["high"]) for w in report["windows"]] == [(-100.0, 200.0)]
 
 
+def test_without_a_region_the_whole_body_is_compared(simulated_pair, tmp_path):
+    out = tmp_path / "report"
+    code = main(["compare", "--ndct", str(simulated_pair / "ndct.nrrd"), "--volume",
+                 f"LDCT={simulated_pair / 'ldct.nrrd'}", "--out", str(out), "--quiet"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [r["name"] for r in report["regions"]] == ["body"]
+
+
 def test_a_misaligned_ndct_is_reported_with_a_warning(simulated_pair, tmp_path, capsys):
     out = tmp_path / "report"
     code = main(["compare", "--ndct", str(simulated_pair / "ndct-moved.nrrd"), "--volume",
@@ -71,7 +80,7 @@ def test_a_misaligned_ndct_is_reported_with_a_warning(simulated_pair, tmp_path, 
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["--volume", "LDCT"], "NAME=PATH"), (["--roi", "far=box:900,0,0:10,10,10"], "outside the volume"),
-     (["--roi", "x=cube:1"], "box, bounds, label or hu"), (["--window=5,1"], "HIGH must exceed LOW")],
+     (["--roi", "x=cube:1"], "box, bounds, label, hu or body"), (["--window=5,1"], "HIGH must exceed LOW")],
 )
 def test_bad_arguments_are_one_line_errors_and_nothing_is_written(simulated_pair, tmp_path, capsys, args, message):
     base = ["compare", "--ndct", str(simulated_pair / "ndct.nrrd"), "--out", str(tmp_path / "report"), "--quiet"]

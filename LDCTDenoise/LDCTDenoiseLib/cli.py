@@ -87,7 +87,7 @@ def phantom_command(args: argparse.Namespace) -> dict:
 
 
 def compare_command(args: argparse.Namespace) -> dict:
-    from .report import compare, parse_roi, write_report
+    from .report import body_region, compare, parse_roi, write_report
 
     if not args.volume:
         raise InputError("give the volumes to compare with --volume NAME=PATH (the first sets the grid: the LDCT)")
@@ -99,11 +99,11 @@ def compare_command(args: argparse.Namespace) -> dict:
         if name in volumes:
             raise InputError(f"--volume names must be unique; {name!r} is given twice")
         volumes[name] = read_volume(path)
-    regions = [parse_roi(text) for text in args.roi]
+    regions = [parse_roi(text) for text in args.roi] or [body_region()]
     windows = tuple(_window(text) for text in args.window) if args.window else DEFAULT_WINDOWS
     report = compare(read_volume(args.ndct), volumes, regions, args.register, windows)
     inputs = {"ndct": str(args.ndct), "volumes": dict(item.partition("=")[::2] for item in args.volume),
-              "regions": args.roi}
+              "regions": args.roi or ["body (default)"]}
     written = write_report(report, args.out, inputs)
     for warning in report.warnings:
         print(f"ldct-denoise: warning: {warning}", file=sys.stderr)
@@ -232,11 +232,29 @@ def _engine_options(args: argparse.Namespace) -> EngineOptions:
 
 
 def _report(summary: dict, as_json: bool) -> None:
+    """The whole record with --json; otherwise a few lines a person reads (the model in one line)."""
     if as_json:
         print(json.dumps(summary, indent=2))
         return
     for key, value in summary.items():
+        if key == "model":
+            value = _model_line(value)
+        elif key == "run":
+            value = (f"{value['slices']} slices on {value['device']} ({value['precision']}), "
+                     f"{value['slices_per_second']} slices/s, strength {value['strength_percent']:g} %")
         print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+
+
+def _model_line(described: dict) -> str:
+    """Name, method, stage, steps and training data of a model manifest, in one line."""
+    provenance = described.get("provenance") or {}
+    dataset = ((provenance.get("config") or {}).get("data") or {}).get("dataset")
+    facts = [str(provenance[key]).split(",")[0] for key in ("method", "stage") if provenance.get(key)]
+    if provenance.get("steps"):
+        facts.append(f"{provenance['steps']} steps")
+    if dataset:
+        facts.append(f"trained on {Path(str(dataset)).name}")
+    return f"{described.get('name', '?')}" + (f" ({', '.join(facts)})" if facts else "")
 
 
 def _window(text: str) -> Window:
@@ -312,7 +330,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--ndct", required=True, type=Path, help="normal-dose CT of the same patient (the reference)")
     sub.add_argument("--volume", action="append", default=[], metavar="NAME=PATH",
                      help="a volume to compare (repeat); the first sets the grid, e.g. LDCT=low.nrrd")
-    sub.add_argument("--roi", action="append", required=True, metavar="NAME=SPEC",
+    sub.add_argument("--roi", action="append", default=[], metavar="NAME=SPEC",
                      help="region (repeat): NAME=box:CX,CY,CZ:SX,SY,SZ[:RAS], NAME=bounds:X0,X1,Y0,Y1,Z0,Z1[:RAS], "
                           "NAME=label:PATH[:VALUE] or NAME=hu:LOW,HIGH (NDCT HU in the body; mm, LPS unless :RAS)")
     sub.add_argument("--register", default="none", choices=REGISTRATIONS,

@@ -25,7 +25,7 @@ from .density import Densities, hu_densities
 from .errors import InputError, OutputError
 from .io import Volume, read_volume
 from .metrics import DEFAULT_WINDOWS, Window
-from .roi import Box, Region, box_mask, hu_range_mask, labelmap_mask
+from .roi import Box, Region, body_mask, box_mask, hu_range_mask, labelmap_mask
 
 REFERENCE = "NDCT"
 OFF_SCALE_JS = 0.5  # bits: a density curve further than this from the reference does not set the plot's axis
@@ -65,7 +65,7 @@ class RegionSpec:
 
 def parse_roi(text: str) -> RegionSpec:
     """``NAME=box:CX,CY,CZ:SX,SY,SZ[:RAS]``, ``NAME=bounds:X0,X1,Y0,Y1,Z0,Z1[:RAS]``,
-    ``NAME=label:PATH[:VALUE]`` or ``NAME=hu:LOW,HIGH`` (NDCT HU, inside the body)."""
+    ``NAME=label:PATH[:VALUE]``, ``NAME=hu:LOW,HIGH`` (NDCT HU, inside the body) or ``NAME=body:all``."""
     name, _, spec = text.partition("=")
     kind, _, rest = spec.partition(":")
     if not name or not rest:
@@ -87,11 +87,19 @@ def parse_roi(text: str) -> RegionSpec:
         labels = read_volume(path)
         description = f"labelmap {path}" + (f" label {label}" if label is not None else " (non-zero)")
         return RegionSpec(name, lambda grid, _: Region(name, labelmap_mask(grid, labels, label), description))
+    if kind == "body":
+        return body_region(name)
     if kind == "hu":
         low, high = _numbers(rest, text)
         return RegionSpec(name, lambda _, ndct: Region(name, hu_range_mask(ndct, low, high),
                                                        f"{low:g}..{high:g} HU of the NDCT inside the body"))
-    raise InputError(f"region {text!r}: the kind must be box, bounds, label or hu; got {kind!r}")
+    raise InputError(f"region {text!r}: the kind must be box, bounds, label, hu or body; got {kind!r}")
+
+
+def body_region(name: str = "body") -> RegionSpec:
+    """The whole patient on the NDCT (largest region above -500 HU, holes filled): the default region."""
+    return RegionSpec(name, lambda _, ndct: Region(name, body_mask(ndct.array), "the body (NDCT above -500 HU, "
+                                                   "largest connected region, holes filled)"))
 
 
 def compare(ndct: Volume, volumes: dict[str, Volume], regions: list[Region | RegionSpec], registration: str = "none",
