@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import TINY_SIZES, skip_if_model_bundled, tiny_generator
+from LDCTDenoiseLib import weights
 from LDCTDenoiseLib.errors import NoModelError, WeightsError
 from LDCTDenoiseLib.model import Generator, GeneratorConfig
 from LDCTDenoiseLib.normalization import Normalization
@@ -108,3 +109,34 @@ def test_explicit_environment_weights_win(tiny_model_dir, monkeypatch):
     monkeypatch.setenv("LDCTDENOISE_WEIGHTS", str(tiny_model_dir))
     assert find_model().name == "tiny"
 
+
+
+def test_environment_weights_that_name_no_model_are_an_error_not_a_fall_back(monkeypatch, tmp_path):
+    monkeypatch.setenv("LDCTDENOISE_WEIGHTS", str(tmp_path / "typo"))
+    with pytest.raises(WeightsError, match=r"\$LDCTDENOISE_WEIGHTS: no model manifest"):
+        find_model()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("config", {"base_width": 4, "depth": 2, "cbam_reduction": 2, "colour": 1}, "does not describe"),
+        ("config", "big", "does not describe"),
+        ("config", {"base_width": 4, "depth": 0, "cbam_reduction": 2}, "does not describe"),
+        ("config", {"base_width": -4, "depth": 2, "cbam_reduction": 2}, "does not describe"),
+        ("normalization", {"kind": "linear-clip", "hu_min": 100, "hu_max": -100}, "normalization .* is invalid"),
+        ("normalization", {"kind": "linear-clip", "hu_min": float("nan"), "hu_max": 1}, "normalization .* is invalid"),
+        ("normalization", {"kind": "log"}, "normalization .* is invalid"),
+        ("weights_file", "../../../../etc/hostname", "must be a file name in the model folder"),
+        ("weights_file", "/etc/hostname", "must be a file name in the model folder"),
+    ],
+)
+def test_each_bad_manifest_field_is_a_weights_error(tiny_model_dir, monkeypatch, field, value, message):
+    manifest = json.loads((tiny_model_dir / MANIFEST_NAME).read_text())
+    manifest[field] = value
+    (tiny_model_dir / MANIFEST_NAME).write_text(json.dumps(manifest))
+    hashed = []
+    monkeypatch.setattr(weights, "sha256_of", lambda path: hashed.append(path) or "0")
+    with pytest.raises(WeightsError, match=message):
+        load_model(tiny_model_dir)
+    assert hashed == []  # refused before any file named by the manifest is read

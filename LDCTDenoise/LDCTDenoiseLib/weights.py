@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -102,7 +103,8 @@ def load_model(path: str | Path) -> LoadedModel:
     """Load a model from a manifest, its folder, or the weights file beside a manifest."""
     manifest_path = _manifest_path(Path(path))
     manifest = _read_manifest(manifest_path)
-    weights_path = manifest_path.parent / manifest["weights_file"]
+    generator, normalization = _network(manifest, manifest_path)
+    weights_path = _weights_path(manifest, manifest_path)
     if not weights_path.is_file():
         raise WeightsError(
             f"weights file {weights_path} named by {manifest_path} is missing; "
@@ -119,8 +121,7 @@ def load_model(path: str | Path) -> LoadedModel:
         state = load_file(str(weights_path))
     except SafetensorError as error:
         raise WeightsError(f"{weights_path} is not a valid safetensors file: {error}") from error
-    config = GeneratorConfig.from_dict(manifest["config"])
-    generator = Generator(config)
+    config = generator.config
     state = {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
     missing, unexpected = _key_mismatch(generator, state)
     if missing or unexpected:
@@ -132,7 +133,7 @@ def load_model(path: str | Path) -> LoadedModel:
     generator.eval()
     return LoadedModel(
         generator=generator,
-        normalization=Normalization.from_dict(manifest["normalization"]),
+        normalization=normalization,
         manifest=manifest,
         folder=manifest_path.parent,
         name=manifest.get("name", manifest_path.parent.name),
@@ -160,9 +161,17 @@ def model_search_paths(name: str = DEFAULT_MODEL) -> list[Path]:
 
 
 def find_model(weights: str | Path | None = None, name: str = DEFAULT_MODEL) -> LoadedModel:
-    """Load the explicit weights, else the first model found on the search path."""
+    """Load the explicit weights, else ``$LDCTDENOISE_WEIGHTS``, else the first model found on the search path.
+
+    A ``$LDCTDENOISE_WEIGHTS`` that names no model is an error, never a silent fall-back to another model.
+    """
     if weights is not None:
         return load_model(weights)
+    if os.environ.get(WEIGHTS_ENV):
+        try:
+            return load_model(Path(os.environ[WEIGHTS_ENV]).expanduser())
+        except WeightsError as error:
+            raise WeightsError(f"${WEIGHTS_ENV}: {error}") from None
     searched = model_search_paths(name)
     for manifest in searched:
         if manifest.is_file():
@@ -211,6 +220,33 @@ def _read_manifest(path: Path) -> dict:
     if missing:
         raise WeightsError(f"model manifest {path} lacks {missing}")
     return manifest
+
+
+def _network(manifest: dict, path: Path) -> tuple[Generator, Normalization]:
+    """The generator the manifest's config describes and its normalisation; a bad field is a weights error."""
+    try:
+        config = GeneratorConfig.from_dict(manifest["config"])
+        generator = Generator(config)
+    except Exception as error:  # unknown keys, wrong types, depth 0, negative widths
+        raise WeightsError(f"model manifest {path}: config {manifest['config']!r} does not describe a "
+                           f"{ARCHITECTURE} ({type(error).__name__}: {error}); export the model again") from None
+    try:
+        normalization = Normalization.from_dict(manifest["normalization"])
+        if not np.isfinite([normalization.hu_min, normalization.hu_max]).all():
+            raise ValueError("the range must be finite")
+    except Exception as error:
+        raise WeightsError(f"model manifest {path}: normalization {manifest['normalization']!r} is invalid "
+                           f"({error}); export the model again") from None
+    return generator, normalization
+
+
+def _weights_path(manifest: dict, path: Path) -> Path:
+    """The weights file, which must be a file name inside the model folder (nothing read outside it)."""
+    name = manifest["weights_file"]
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise WeightsError(f"model manifest {path}: weights_file {name!r} must be a file name in the model "
+                           "folder, not a path; export the model again")
+    return path.parent / name
 
 
 def _key_mismatch(generator: Generator, state: dict[str, torch.Tensor]) -> tuple[list, list]:
