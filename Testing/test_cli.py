@@ -110,6 +110,8 @@ def test_demo_with_weights_writes_volumes_and_summary(tmp_path, tiny_model_dir, 
         (["denoise", "{tmp}/missing", "{tmp}/o.nrrd"], "does not exist"),
         (["denoise", "{tmp}/nd.nrrd", "{tmp}/nd.nrrd"], "is the input"),
         (["denoise", "{tmp}/nd.nrrd", "{tmp}/o.png"], "unknown output format"),
+        (["denoise", "{tmp}/nd.nrrd", "{tmp}/no-folder/o.nrrd", "--weights", "{tmp}/nowhere"],
+         "does not exist; create it first"),  # checked before the model is even looked for
         (["denoise", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--device", "quantum"], "unknown device"),
         (["denoise", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--weights", "{tmp}/nowhere"], "no model manifest"),
         (["simulate", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--dose", "2"], "dose fraction"),
@@ -152,6 +154,15 @@ def test_the_text_summary_names_the_model_in_one_line_and_json_keeps_the_whole_r
     assert "model: tiny" in out and "slices/s, strength 100 %" in out
     code, out, _ = run(capsys, "denoise", path, tmp_path / "p.nrrd", "--weights", tiny_model_dir, "--quiet", "--json")
     assert json.loads(out)["model"]["normalization"]
+
+
+def test_an_output_inside_the_input_series_folder_is_refused_before_any_work(tmp_path, capsys):
+    volume = make_phantom((3, 32, 32))
+    write_dicom_series(volume, tmp_path / "series")
+    code, _, err = run(capsys, "denoise", tmp_path / "series", tmp_path / "series" / "denoised", "--weights",
+                       tmp_path / "nowhere", "--quiet")
+    assert code == 1 and "lies inside the input folder" in err
+    assert sorted(p.name for p in (tmp_path / "series").iterdir()) == [f"IM{i:05d}.dcm" for i in (1, 2, 3)]
 
 
 def test_existing_output_needs_overwrite(tmp_path, tiny_model_dir, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from . import __version__
 from .alignment import REGISTRATIONS
 from .errors import InputError, LDCTError, OutputError
 from .inference import COMPILE_MODES, PRECISIONS, EngineOptions, VolumeDenoiser
-from .io import Volume, read_volume, write_volume
+from .io import WRITE_SUFFIXES, Volume, read_volume, write_volume
 from .metrics import DEFAULT_WINDOWS, Window
 from .simulation import FILTERS, ProjectionNoise, ScannerNoise, make_phantom, simulate_low_dose
 from .weights import find_model, model_search_paths
@@ -217,8 +218,20 @@ def _simulate_with_progress(volume: Volume, settings: ProjectionNoise | ScannerN
 
 
 def _check_output(output: Path, input_path: Path | None, overwrite: bool) -> None:
+    """Everything about the output that can be known before the work: checked first, not after minutes."""
     if input_path is not None and output.resolve() == Path(input_path).resolve():
         raise OutputError(f"output {output} is the input; choose another path (inputs are never modified)")
+    if input_path is not None and Path(input_path).is_dir() and Path(input_path).resolve() in output.resolve().parents:
+        raise OutputError(f"output {output} lies inside the input folder {input_path}; the next read of that folder "
+                          "would find two series. Choose a path outside it")
+    if output.suffix and not output.name.lower().endswith(WRITE_SUFFIXES) and not output.is_dir():
+        raise OutputError(f"{output}: unknown output format; use one of {', '.join(WRITE_SUFFIXES)} "
+                          "or a folder name (without extension) for a DICOM series")
+    parent = output.resolve().parent
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output folder {parent} is not writable; choose another output path")
     if output.is_dir():
         if any(output.iterdir()):
             raise OutputError(f"{output} is a folder that is not empty; DICOM output goes into a new folder")
