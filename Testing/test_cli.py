@@ -1,6 +1,9 @@
 """``ldct-denoise`` end to end on a phantom, geometry kept across formats, one-line errors."""
 
 import json
+import os
+import signal
+import stat
 import subprocess
 import sys
 
@@ -198,3 +201,67 @@ def test_simulate_with_scanner_noise_records_the_recipe_and_adds_about_the_asked
     assert summary["simulation"]["filter"] == "hann" and summary["simulation"]["views"] == 240
     noise = read_volume(tmp_path / "ld.nrrd").array - read_volume(tmp_path / "nd.nrrd").array
     assert 15.0 < noise[:, 54:74, 54:74].std() < 45.0  # near the body centre
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize("output", ["o.nrrd", "o.nii", "o.nii.gz", "o.mha"])
+def test_a_short_write_as_on_a_full_disk_is_an_error_and_leaves_nothing(tmp_path, tiny_model_dir, capsys,
+                                                                         monkeypatch, output):
+    """A stand-in for a full filesystem: ITK 'writes' but the file ends early, as it does with 1 MiB free
+    (it reports that only on stderr and returns normally)."""
+    from LDCTDenoiseLib.io import volume as volume_io
+
+    path, _ = phantom_file(tmp_path)
+    real_write = volume_io.sitk.WriteImage
+
+    def short_write(image, name, *args, **kwargs):
+        real_write(image, name, *args, **kwargs)
+        with open(name, "r+b") as file:
+            file.truncate(os.path.getsize(name) // 2)
+
+    monkeypatch.setattr(volume_io.sitk, "WriteImage", short_write)
+    code, _, err = run(capsys, "denoise", path, tmp_path / output, "--weights", tiny_model_dir, "--quiet")
+    assert code == 1 and "is the disk full? Nothing was written" in err
+    assert not (tmp_path / output).exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("output", ["o.nrrd", "o-dicom"])
+def test_sigterm_during_the_write_exits_143_and_leaves_nothing(tmp_path, tiny_model_dir, capsys, monkeypatch,
+                                                               output):
+    from LDCTDenoiseLib.io import dicom_write
+    from LDCTDenoiseLib.io import volume as volume_io
+
+    path, _ = phantom_file(tmp_path)
+    real_save, real_write = dicom_write.save_dataset, volume_io.sitk.WriteImage
+    written = []
+
+    def save_then_terminate(dataset, name):
+        real_save(dataset, name)
+        written.append(name)
+        if len(written) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def write_then_terminate(image, name, *args, **kwargs):
+        real_write(image, name, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(dicom_write, "save_dataset", save_then_terminate)
+    monkeypatch.setattr(volume_io.sitk, "WriteImage", write_then_terminate)
+    code, _, err = run(capsys, "denoise", path, tmp_path / output, "--weights", tiny_model_dir, "--quiet")
+    assert code == 143 and err.strip().splitlines()[-1] == "ldct-denoise: terminated (SIGTERM); nothing was written"
+    assert not (tmp_path / output).exists() and _leftovers(tmp_path) == []
+
+
+def test_outputs_follow_the_umask(tmp_path, tiny_model_dir, capsys):
+    path, _ = phantom_file(tmp_path)
+    previous = os.umask(0o022)
+    try:
+        assert run(capsys, "denoise", path, tmp_path / "o.nrrd", "--weights", tiny_model_dir, "--quiet")[0] == 0
+        assert run(capsys, "denoise", path, tmp_path / "o-dicom", "--weights", tiny_model_dir, "--quiet")[0] == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "o.nrrd").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "o-dicom").stat().st_mode) == 0o755

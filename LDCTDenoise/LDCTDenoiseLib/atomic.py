@@ -19,6 +19,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; the output follows the umask
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -36,6 +37,7 @@ def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
     old = path.with_name(f".{path.name}.old-{os.getpid()}")
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
         if path.exists() and replace:
             os.replace(path, old)
         elif path.exists():
@@ -44,6 +46,12 @@ def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> None:

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
 from pathlib import Path
 
@@ -26,9 +27,18 @@ DEMO_SCAN = ScannerNoise(added_noise_hu=40.0, filter="shepp-logan", cutoff=0.9, 
                          bowtie=1.5, modulation=0.5)
 
 
+class Terminated(Exception):
+    """SIGTERM arrived: unwinds like Ctrl-C, so every atomic writer removes its partial output."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         summary = args.run(args)
     except (LDCTError, OSError) as error:
@@ -37,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ldct-denoise: cancelled; nothing was written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("ldct-denoise: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     _report(summary, args.json)
     return 0
 

@@ -111,6 +111,21 @@ def write_volume_file(volume: Volume, path: str | Path, dtype: type = np.float32
             sitk.WriteImage(image, str(tmp), useCompression=True)
         except RuntimeError as error:
             raise OutputError(f"cannot write {path}: {_first_line(error)}") from error
+        _verify_written(tmp, image, path)
+
+
+def _verify_written(tmp: Path, image: sitk.Image, path: Path) -> None:
+    """Read the file back before it takes its name: ITK reports some short writes (a full disk, with
+    .nii/.nii.gz) only on stderr and returns normally, leaving a truncated file."""
+    try:
+        back = sitk.ReadImage(str(tmp))
+    except RuntimeError as error:
+        raise OutputError(f"writing {path} failed (the file does not read back: {_first_line(error)}); "
+                          "is the disk full? Nothing was written") from None
+    if back.GetSize() != image.GetSize() or not np.array_equal(sitk.GetArrayViewFromImage(back),
+                                                                sitk.GetArrayViewFromImage(image)):
+        raise OutputError(f"writing {path} failed (the file reads back different voxels); is the disk full? "
+                          "Nothing was written")
 
 
 def _first_line(error: Exception) -> str:
