@@ -7,10 +7,12 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from pydicom.uid import MPEG2MPML, JPEG2000Lossless, RLELossless
+from scipy.ndimage import gaussian_filter
 
 from conftest import small_volume
 from LDCTDenoiseLib.errors import InputError, OutputError
 from LDCTDenoiseLib.io import Volume, dicom_write, list_series, read_volume, write_dicom_series, write_volume
+from LDCTDenoiseLib.simulation import make_phantom
 
 REAL_SERIES = ["lidc-idri/LIDC-IDRI-0001", "lidc-idri/LIDC-IDRI-0002", "lidc-idri/LIDC-IDRI-0003", "thorax-141"]
 
@@ -198,25 +200,62 @@ def test_duplicate_slice_positions_are_detected(dicom_series):
         read_volume(folder)
 
 
-def test_gantry_tilt_tag_is_detected(dicom_series):
-    folder, _ = dicom_series
+def test_a_tilt_tag_with_positions_along_the_normal_keeps_the_geometry_with_a_note(dicom_series):
+    folder, volume = dicom_series
     for index in range(6):
         _edit(folder, index, GantryDetectorTilt=12.0)
-    with pytest.raises(InputError, match="gantry tilt of 12.00 degrees"):
-        read_volume(folder)
+    read = read_volume(folder)
+    np.testing.assert_array_equal(read.array, volume.array)
+    np.testing.assert_allclose(read.direction, volume.direction, atol=1e-5)
+    assert any("GantryDetectorTilt is 12.00 degrees" in note for note in read.metadata["notes"])
+    with pytest.raises(InputError, match="gantry tilt of 12.00 degrees and --strict-geometry refuses"):
+        read_volume(folder, strict_geometry=True)
 
 
-def test_sheared_slice_positions_are_detected_as_tilt(tmp_path):
-    volume = small_volume(direction=np.eye(3))
-    folder = tmp_path / "tilted"
-    write_dicom_series(volume, folder)
+def _tilted_acquisition(volume: Volume, folder, tilt_deg: float) -> None:
+    """What a tilted gantry records of ``volume``: slices sampled on a sheared stack (each slice's position
+    moves along the column axis by tan(tilt) per mm along the normal), written with those positions."""
+    step = volume.spacing[2]
+    stack = np.array([0.0, np.tan(np.radians(tilt_deg)), 1.0]) * step
+    grid = sitk.Image(volume.array.shape[2], volume.array.shape[1], volume.array.shape[0], sitk.sitkFloat32)
+    grid.SetSpacing((volume.spacing[0], volume.spacing[1], float(np.linalg.norm(stack))))
+    grid.SetOrigin(tuple(volume.origin))
+    grid.SetDirection(np.column_stack([[1, 0, 0], [0, 1, 0], stack / np.linalg.norm(stack)]).ravel().tolist())
+    sampled = sitk.Resample(volume.to_sitk(), grid, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
+    write_dicom_series(volume.with_array(np.rint(sitk.GetArrayFromImage(sampled))), folder)
     for path in folder.iterdir():
         ds = pydicom.dcmread(path)
         x, y, z = (float(v) for v in ds.ImagePositionPatient)
-        ds.ImagePositionPatient = [x, y + np.tan(np.radians(15)) * (z - 101.0), z]
+        ds.ImagePositionPatient = [x, y + np.tan(np.radians(tilt_deg)) * (z - volume.origin[2]), z]
         ds.save_as(path)
-    with pytest.raises(InputError, match="gantry tilt of 15.00 degrees"):
-        read_volume(folder)
+
+
+def test_a_gantry_tilted_series_is_resampled_onto_an_untilted_grid_matching_the_original(tmp_path):
+    phantom = make_phantom((12, 96, 96), seed=4)  # identity direction, 3.75 mm pixels
+    original = phantom.with_array(gaussian_filter(phantom.array, (0, 2, 2)))  # smooth: interpolation error small
+    _tilted_acquisition(original, tmp_path / "tilted", tilt_deg=15.0)
+    read = read_volume(tmp_path / "tilted")
+    assert any("gantry-tilted by 15.00 degrees: resampled" in note for note in read.metadata["notes"])
+    np.testing.assert_allclose(read.direction, np.eye(3), atol=1e-6)
+    np.testing.assert_allclose(read.spacing, original.spacing, rtol=1e-4)
+    assert read.array.shape[0] == 12 and read.array.shape[1] > 96  # the sheared slab needs more rows
+    # Voxel by voxel against the original at the same scanner coordinates, where both saw anatomy: within
+    # interpolation error (measured: median 1.5 HU, 95th percentile 8.6 HU), and 1 mm off is clearly worse.
+    def errors(shift_mm: float) -> np.ndarray:
+        grid = read.to_sitk()
+        grid.SetOrigin(tuple(np.add(grid.GetOrigin(), (0.0, shift_mm, 0.0))))
+        truth = sitk.GetArrayFromImage(sitk.Resample(original.to_sitk(), grid, sitk.Transform(), sitk.sitkLinear,
+                                                     -1024.0, sitk.sitkFloat32))
+        inside = (truth > -900) & (read.array > -900)
+        inside[[0, -1]] = False
+        assert inside.sum() > 10_000
+        return np.abs(read.array - truth)[inside]
+
+    error = errors(0.0)
+    assert np.median(error) < 3.0 and np.percentile(error, 95) < 15.0
+    assert np.percentile(errors(1.0), 95) > 2 * np.percentile(error, 95)
+    with pytest.raises(InputError, match="gantry tilt of 15.00 degrees and --strict-geometry refuses"):
+        read_volume(tmp_path / "tilted", strict_geometry=True)
 
 
 def test_missing_rescale_is_refused_not_assumed(dicom_series):

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 def denoise_command(args: argparse.Namespace) -> dict:
     _check_output(args.output, args.input, args.overwrite)
     model = find_model(args.weights)
-    volume = read_volume(args.input, args.series)
+    volume = read_volume(args.input, args.series, args.strict_geometry)
     _print_notes(volume)
     denoiser = VolumeDenoiser(model, _engine_options(args))
     denoised = _with_progress(denoiser, volume, "denoising", args.quiet)
@@ -74,7 +74,7 @@ def denoise_command(args: argparse.Namespace) -> dict:
 
 def simulate_command(args: argparse.Namespace) -> dict:
     _check_output(args.output, args.input, args.overwrite)
-    volume = read_volume(args.input, args.series)
+    volume = read_volume(args.input, args.series, args.strict_geometry)
     _print_notes(volume)
     low_dose = _simulate_with_progress(volume, _simulation_settings(args), args.seed, args.quiet)
     written = write_volume(low_dose, args.output)
@@ -325,6 +325,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("input", type=Path, help="DICOM series folder or .nrrd/.nii/.nii.gz/.mha file")
     sub.add_argument("output", type=Path, help="volume file, or a new folder for a derived DICOM series")
     sub.add_argument("--series", help="SeriesInstanceUID when the folder holds several series")
+    sub.add_argument("--strict-geometry", action="store_true",
+                     help="refuse a gantry-tilted series instead of resampling it onto an untilted grid")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     engine(sub)
 
@@ -332,6 +334,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("input", type=Path)
     sub.add_argument("output", type=Path)
     sub.add_argument("--series", help="SeriesInstanceUID when the folder holds several series")
+    sub.add_argument("--strict-geometry", action="store_true",
+                     help="refuse a gantry-tilted series instead of resampling it onto an untilted grid")
     sub.add_argument("--dose", type=float, default=ProjectionNoise.dose_fraction, help="low dose / normal dose")
     sub.add_argument("--photons", type=float, default=ProjectionNoise.photons_per_ray, help="normal-dose I0 per ray")
     sub.add_argument("--views", type=int, help="projection angles: over 180 degrees (default 360), or per rotation "

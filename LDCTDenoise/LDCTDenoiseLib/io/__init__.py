@@ -23,11 +23,11 @@ __all__ = [
 ]
 
 
-def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
-    """A DICOM folder or a volume file, as HU with geometry."""
+def read_volume(path: str | Path, series_uid: str | None = None, strict_geometry: bool = False) -> Volume:
+    """A DICOM folder or a volume file, as HU with geometry (a tilted series resampled unless strict)."""
     path = Path(path)
     if path.is_dir():
-        return read_dicom_series(path, series_uid)
+        return read_dicom_series(path, series_uid, strict_geometry)
     if not path.exists():
         raise InputError(f"{path} does not exist")
     if is_volume_file(path):

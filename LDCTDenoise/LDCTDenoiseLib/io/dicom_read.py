@@ -10,11 +10,13 @@ with a note.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
+import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
 from ..errors import InputError
@@ -104,8 +106,13 @@ def choose_series(folder: str | Path, series_uid: str | None = None) -> tuple[Se
     raise InputError(f"{folder} holds {len(series)} series; choose one with --series UID: {listing}")
 
 
-def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volume:
-    """Read the series (the only one in ``folder``, or the one named) as a float32 HU volume."""
+def read_dicom_series(folder: str | Path, series_uid: str | None = None, strict_geometry: bool = False) -> Volume:
+    """Read the series (the only one in ``folder``, or the one named) as a float32 HU volume.
+
+    A gantry-tilted series (slice positions sheared off the slice normal) is resampled onto a
+    regular, untilted grid in scanner coordinates, with a note -- as Slicer's acquisition geometry
+    regularization and dcm2niix do -- unless ``strict_geometry``, which refuses it.
+    """
     series, notes = choose_series(folder, series_uid)
     _check_modality(series)
     series, dropped = _without_localizers(series)
@@ -113,10 +120,26 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
         notes.append(f"{dropped} localizer (scout) image(s) of series {series.uid} were left out")
     slices, normal, steps = _sorted_slices(series)
     first = slices[0]
+    shear, tag_tilt = _shear_deg(slices, normal), first.tilt_deg
+    if strict_geometry and max(shear, abs(tag_tilt)) > TILT_TOLERANCE_DEG:
+        raise InputError(
+            f"series {series.uid} is acquired with a gantry tilt of {max(shear, abs(tag_tilt)):.2f} degrees "
+            "and --strict-geometry refuses tilted series; drop it to have the series resampled onto an "
+            "untilted grid, or resample it yourself (Slicer: 'Acquisition geometry regularization')"
+        )
     hu = np.empty((len(slices), first.rows, first.columns), dtype=np.float32)
     for index, geometry in enumerate(slices):
         hu[index] = _slice_hu(geometry.path, first.rows, first.columns)
     slice_step = float(np.median(steps)) if len(steps) else _thickness(series.headers[0])
+    if shear > TILT_TOLERANCE_DEG:
+        hu, origin = _untilted(hu, slices, normal, slice_step)
+        notes.append(f"series {series.uid} is gantry-tilted by {shear:.2f} degrees: resampled onto an untilted grid "
+                     f"of {hu.shape[2]} x {hu.shape[1]} x {hu.shape[0]} voxels (linear interpolation; voxels "
+                     "outside the scanned slab are -1024 HU)")
+        first = dataclasses.replace(first, position=origin)
+    elif abs(tag_tilt) > TILT_TOLERANCE_DEG:
+        notes.append(f"GantryDetectorTilt is {tag_tilt:.2f} degrees, but the slice positions lie along the slice "
+                     "normal: the geometry is taken as ImagePositionPatient and ImageOrientationPatient give it")
     return Volume(
         array=hu,
         spacing=(first.col_spacing, first.row_spacing, slice_step),
@@ -205,23 +228,47 @@ def _sorted_slices(series: SeriesInfo) -> tuple[list[SliceGeometry], np.ndarray,
     slices = [slices[i] for i in order]
     positions = np.array([g.position for g in slices])
     steps = np.diff(positions @ normal)
-    _check_tilt(series, slices, positions, normal)
     _check_spacing(series, steps, positions @ normal)
     return slices, normal, steps
 
 
-def _check_tilt(series: SeriesInfo, slices: list[SliceGeometry], positions: np.ndarray, normal: np.ndarray) -> None:
-    tilt = slices[0].tilt_deg
-    if len(positions) > 1:
-        stack = positions[-1] - positions[0]
-        cosine = abs(stack @ normal) / max(np.linalg.norm(stack), 1e-9)
-        tilt = max(abs(tilt), float(np.degrees(np.arccos(min(cosine, 1.0)))))
-    if abs(tilt) > TILT_TOLERANCE_DEG:
-        raise InputError(
-            f"series {series.uid} is acquired with a gantry tilt of {tilt:.2f} degrees: its slices are "
-            "sheared, so a regular grid would misplace them. Resample it to an untilted grid first "
-            "(Slicer's DICOM import does this with 'Acquisition geometry regularization' enabled)"
-        )
+def _shear_deg(slices: list[SliceGeometry], normal: np.ndarray) -> float:
+    """The angle between the stack of slice positions and the slice normal (the gantry tilt), degrees."""
+    if len(slices) < 2:
+        return 0.0
+    stack = slices[-1].position - slices[0].position
+    cosine = abs(stack @ normal) / max(float(np.linalg.norm(stack)), 1e-9)
+    return float(np.degrees(np.arccos(min(cosine, 1.0))))
+
+
+def _untilted(hu: np.ndarray, slices: list[SliceGeometry], normal: np.ndarray,
+              slice_step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a sheared stack onto the grid of its in-plane axes and the slice normal (scanner coordinates).
+
+    The source grid is exact: its third axis is the mean step between slice positions, not the normal.
+    The target keeps the pixel size and the step along the normal, and grows in-plane to hold the
+    whole sheared slab. Returns the voxels and the new origin.
+    """
+    first = slices[0]
+    stack = (slices[-1].position - first.position) / (len(slices) - 1)
+    source = sitk.GetImageFromArray(hu)
+    source.SetSpacing((first.col_spacing, first.row_spacing, float(np.linalg.norm(stack))))
+    source.SetOrigin(tuple(first.position))
+    source.SetDirection(np.column_stack([first.row_dir, first.col_dir, stack / np.linalg.norm(stack)]).ravel().tolist())
+    frame = np.column_stack([first.row_dir, first.col_dir, normal])
+    corners = [np.asarray(source.TransformContinuousIndexToPhysicalPoint((float(i), float(j), float(k))))
+               for i in (0, hu.shape[2] - 1) for j in (0, hu.shape[1] - 1) for k in (0, hu.shape[0] - 1)]
+    along = np.array([frame.T @ (c - first.position) for c in corners])
+    low, high = along.min(axis=0), along.max(axis=0)
+    columns = int(np.ceil((high[0] - low[0]) / first.col_spacing - 1e-6)) + 1
+    rows = int(np.ceil((high[1] - low[1]) / first.row_spacing - 1e-6)) + 1
+    origin = first.position + frame @ np.array([low[0], low[1], 0.0])
+    target = sitk.Image(columns, rows, hu.shape[0], sitk.sitkFloat32)
+    target.SetSpacing((first.col_spacing, first.row_spacing, slice_step))
+    target.SetOrigin(tuple(origin))
+    target.SetDirection(frame.ravel().tolist())
+    resampled = sitk.Resample(source, target, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(resampled), origin
 
 
 def _check_spacing(series: SeriesInfo, steps: np.ndarray, distances: np.ndarray) -> None:
