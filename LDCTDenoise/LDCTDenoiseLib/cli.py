@@ -16,7 +16,7 @@ from . import __version__
 from .alignment import REGISTRATIONS
 from .errors import InputError, LDCTError, OutputError
 from .inference import COMPILE_MODES, PRECISIONS, EngineOptions, VolumeDenoiser
-from .io import WRITE_SUFFIXES, Volume, read_volume, write_volume
+from .io import Volume, check_output_format, read_volume, write_volume
 from .metrics import DEFAULT_WINDOWS, Window
 from .simulation import FILTERS, ProjectionNoise, ScannerNoise, make_phantom, simulate_low_dose
 from .weights import find_model, model_search_paths
@@ -63,7 +63,7 @@ def denoise_command(args: argparse.Namespace) -> dict:
     _print_notes(volume)
     denoiser = VolumeDenoiser(model, _engine_options(args))
     denoised = _with_progress(denoiser, volume, "denoising", args.quiet)
-    written = write_volume(_denoised_volume(volume, denoised, denoiser), args.output, denoiser.description)
+    written = write_volume(denoiser.labelled(volume, denoised), args.output, denoiser.description)
     return {
         "command": "denoise", "input": str(args.input), "output": str(args.output),
         "files_written": len(written), "shape": list(volume.array.shape), "spacing_mm": list(volume.spacing),
@@ -157,7 +157,7 @@ def demo_command(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_volume(normal_dose.with_array(normal_dose.array.astype(np.float32)), out / "normal_dose.nrrd")
     write_volume(low_dose, out / "low_dose.nrrd")
-    write_volume(_denoised_volume(low_dose, denoised, denoiser), out / "denoised.nrrd")
+    write_volume(denoiser.labelled(low_dose, denoised), out / "denoised.nrrd")
     summary = {
         "command": "demo", "source": source, "output": str(out), "model": model.describe(), "run": denoiser.last_run,
         "simulation": low_dose.metadata["simulation"],
@@ -175,13 +175,6 @@ def _print_notes(volume: Volume) -> None:
     """What the reader chose or left out, on stderr: the user sees it, --json output stays clean."""
     for note in volume.metadata.get("notes", []):
         print(f"ldct-denoise: note: {note}", file=sys.stderr)
-
-
-def _denoised_volume(source: Volume, denoised: np.ndarray, denoiser: VolumeDenoiser) -> Volume:
-    """The result with the source's geometry and a header naming the model and strength that made it."""
-    result = source.with_array(denoised)
-    result.metadata["header"] = {**result.metadata.get("header", {}), **denoiser.header}
-    return result
 
 
 def _demo_input(data: str | None) -> tuple[Volume, str]:
@@ -239,9 +232,7 @@ def _check_output(output: Path, input_path: Path | None, overwrite: bool) -> Non
     if input_path is not None and Path(input_path).is_dir() and Path(input_path).resolve() in output.resolve().parents:
         raise OutputError(f"output {output} lies inside the input folder {input_path}; the next read of that folder "
                           "would find two series. Choose a path outside it")
-    if output.suffix and not output.name.lower().endswith(WRITE_SUFFIXES) and not output.is_dir():
-        raise OutputError(f"{output}: unknown output format; use one of {', '.join(WRITE_SUFFIXES)} "
-                          "or a folder name (without extension) for a DICOM series")
+    check_output_format(output)
     parent = output.resolve().parent
     if not parent.is_dir():
         raise OutputError(f"output folder {parent} does not exist; create it first")

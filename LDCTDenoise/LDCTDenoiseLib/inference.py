@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .errors import Cancelled, InputError
+from .io import Volume
 from .weights import LoadedModel, cache_dir
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -120,6 +121,12 @@ class VolumeDenoiser:
         """What made the output, for its file header (NRRD and MHA key-value fields)."""
         return {"LDCTDenoise_model": str(self.model.describe()["name"]),
                 "LDCTDenoise_strength_percent": f"{100 * self.options.strength:g}"}
+
+    def labelled(self, source: Volume, denoised: np.ndarray) -> Volume:
+        """The result with the source's geometry and a header naming the model and strength that made it."""
+        result = source.with_array(denoised)
+        result.metadata["header"] = {**result.metadata.get("header", {}), **self.header}
+        return result
 
     @property
     def description(self) -> str:

@@ -40,9 +40,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{volume.array.shape[1]}", flush=True)
         print(f"PROGRESS 0 {volume.array.shape[0]}", flush=True)
         denoised = denoiser(volume.array, progress=lambda done, total: print(f"PROGRESS {done} {total}", flush=True))
-        result = volume.with_array(denoised)
-        result.metadata["header"] = denoiser.header
-        write_volume_file(result, args.output)
+        write_volume_file(denoiser.labelled(volume, denoised), args.output)
     except (LDCTError, OSError) as error:
         print(f"ERROR {str(error).splitlines()[0]}", file=sys.stderr, flush=True)
         return 1

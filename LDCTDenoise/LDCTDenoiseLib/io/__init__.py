@@ -20,6 +20,7 @@ from .volume import (
 __all__ = [
     "READ_SUFFIXES", "WRITE_SUFFIXES", "SeriesInfo", "Volume", "list_series", "read_volume",
     "write_volume", "read_dicom_series", "write_dicom_series", "read_volume_file", "write_volume_file", "cast_voxels",
+    "check_output_format",
 ]
 
 
@@ -44,12 +45,17 @@ def write_volume(volume: Volume, path: str | Path, description: str = "denoised 
     ``description`` is appended to the source's SeriesDescription of a derived series.
     """
     path = Path(path)
+    check_output_format(path)
     if path.name.lower().endswith(WRITE_SUFFIXES):
         write_volume_file(volume, path)
         return [path]
-    if path.suffix and not path.is_dir():
+    return write_dicom_series(volume, path, description_suffix=description)
+
+
+def check_output_format(path: Path) -> None:
+    """A volume file extension, or a folder name (no extension) for a DICOM series; else an ``OutputError``."""
+    if path.suffix and not path.name.lower().endswith(WRITE_SUFFIXES) and not path.is_dir():
         raise OutputError(
             f"{path}: unknown output format; use one of {', '.join(WRITE_SUFFIXES)} "
             "or a folder name (without extension) for a DICOM series"
         )
-    return write_dicom_series(volume, path, description_suffix=description)

@@ -112,9 +112,8 @@ def numbers(header: pydicom.Dataset, tag: str, count: int, path: Path) -> np.nda
     value = _value(header, tag, path)
     if value in (None, ""):
         raise InputError(f"{path.name} lacks {tag}; {_why(tag)}. {FIX_EXPORT}")
-    items = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
     try:
-        result = np.array([float(item) for item in items], dtype=float)
+        result = np.array([float(item) for item in _as_list(value)], dtype=float)
     except (TypeError, ValueError):
         raise InputError(f"{path.name}: {tag} {_shown(value)} is not numeric; {FIX_EXPORT}") from None
     if result.size != count:
@@ -131,9 +130,12 @@ def is_localizer(header: pydicom.Dataset) -> bool:
         image_type = header.get("ImageType") or []
     except Exception:  # an unparseable ImageType says nothing either way
         return False
-    values = [str(v).upper() for v in (image_type if isinstance(image_type, (list, tuple, pydicom.multival.MultiValue))
-                                       else [image_type])]
-    return "LOCALIZER" in values
+    return "LOCALIZER" in [str(v).upper() for v in _as_list(image_type)]
+
+
+def _as_list(value) -> list:
+    """A DICOM value as a list of its items: one-valued tags come as the bare value."""
+    return list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
 
 
 def _value(header: pydicom.Dataset, tag: str, path: Path):

@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
 from ..errors import InputError
-from .dicom_header import SliceGeometry, check_pixel_data, is_localizer, rescale, slice_geometry
+from .dicom_header import FIX_EXPORT, SliceGeometry, check_pixel_data, is_localizer, rescale, slice_geometry
 from .volume import Volume
 
 POSITION_TOLERANCE_MM = 0.01
@@ -225,10 +225,9 @@ def _sorted_slices(series: SeriesInfo) -> tuple[list[SliceGeometry], np.ndarray,
     normal = first.normal
     distances = np.array([g.position @ normal for g in slices])
     order = np.argsort(distances, kind="stable")
-    slices = [slices[i] for i in order]
-    positions = np.array([g.position for g in slices])
-    steps = np.diff(positions @ normal)
-    _check_spacing(series, steps, positions @ normal)
+    slices, distances = [slices[i] for i in order], distances[order]
+    steps = np.diff(distances)
+    _check_spacing(series, steps, distances)
     return slices, normal, steps
 
 
@@ -324,5 +323,5 @@ def _slice_hu(path: Path, rows: int, columns: int) -> np.ndarray:
     hu = pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
     if not np.all(np.isfinite(hu)):
         raise InputError(f"{path}: RescaleSlope {slope:g} and RescaleIntercept {intercept:g} give HU beyond float "
-                         "range; re-export the series from the scanner or PACS")
+                         f"range; {FIX_EXPORT}")
     return hu
