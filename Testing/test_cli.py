@@ -187,7 +187,7 @@ def test_info_reports_torch_devices_and_model_search(capsys, tiny_model_dir, mon
 
 
 def test_console_script_runs_as_a_real_process(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "LDCTDenoiseLib.cli", "info", "--json"],
+    result = subprocess.run([sys.executable, "-m", "LDCTDenoiseLib.launcher", "info", "--json"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and json.loads(result.stdout)["command"] == "info"
 
@@ -265,3 +265,17 @@ def test_outputs_follow_the_umask(tmp_path, tiny_model_dir, capsys):
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "o.nrrd").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "o-dicom").stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize(("signum", "code", "line"), [
+    (signal.SIGINT, 130, "ldct-denoise: cancelled; nothing was written"),
+    (signal.SIGTERM, 143, "ldct-denoise: terminated (SIGTERM); nothing was written"),
+])
+def test_a_signal_while_the_command_is_still_importing_gives_one_line_and_its_exit_code(tmp_path, signum, code, line):
+    # A stand-in "torch" placed first on the path sends the signal from inside the import chain, which is
+    # the window (seconds, importing torch) where a real signal lands before main() has started.
+    (tmp_path / "torch.py").write_text(f"import os\nos.kill(os.getpid(), {int(signum)})\n")
+    environment = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = subprocess.run([sys.executable, "-c", "import sys; from LDCTDenoiseLib.launcher import main; "
+                             "sys.exit(main(['info']))"], capture_output=True, text=True, env=environment, timeout=120)
+    assert result.returncode == code and result.stderr.strip().splitlines() == [line]

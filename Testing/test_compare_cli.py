@@ -110,3 +110,20 @@ def test_hu_range_regions_are_chosen_on_the_ndct_not_on_a_noisy_volume(simulated
     mask = report.regions[0].region.mask
     assert np.all((ndct.array[mask] >= -100) & (ndct.array[mask] <= 100))
     assert "of the NDCT" in report.regions[0].region.description
+
+
+def test_a_box_partly_outside_the_volume_is_measured_inside_with_a_note(simulated_pair, tmp_path):
+    out = tmp_path / "report"
+    code = main(["compare", "--ndct", str(simulated_pair / "ndct.nrrd"), "--volume",
+                 f"LDCT={simulated_pair / 'ldct.nrrd'}", "--roi", "tall=box:0,0,6:60,60,60", "--out", str(out),
+                 "--quiet"])
+    assert code == 0
+    notes = json.loads((out / "report.json").read_text())["notes"]
+    assert len(notes) == 1 and notes[0].startswith("region tall: ") and "of the box lies outside the volume" in notes[0]
+    share = int(notes[0].split(": ")[1].split("%")[0])
+    assert 70 <= share <= 80  # the volume is 15 mm deep (6 slices of 2.5 mm), the box 60 mm: 3/4 outside
+
+
+def test_a_box_inside_the_volume_gets_no_note(simulated_pair, tmp_path):
+    assert _run(simulated_pair, tmp_path / "r") == 0
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["notes"] == []

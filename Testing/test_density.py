@@ -92,3 +92,11 @@ def test_bad_samples_are_errors(values, message):
 def test_unknown_reference_is_an_error():
     with pytest.raises(InputError, match="reference 'NDCT'"):
         hu_densities({"a": np.arange(10.0)}, reference="NDCT")
+
+
+def test_a_constant_reference_says_the_region_has_no_distribution_not_a_bandwidth():
+    values = {"NDCT": np.full(500, -1024.0), "LDCT": np.random.default_rng(0).normal(-1024, 20, 500)}
+    with pytest.raises(InputError, match="NDCT is -1024 HU at every voxel of the region.*inside the anatomy"):
+        hu_densities(values, reference="NDCT")
+    with pytest.raises(InputError, match="bandwidth must be > 0 HU; got 0"):
+        hu_densities(values, reference="NDCT", bandwidth_hu=0.0)

@@ -184,12 +184,47 @@ def test_missing_slice_is_detected(dicom_series):
         read_volume(folder)
 
 
-def test_irregular_spacing_is_detected(dicom_series):
+def test_strongly_irregular_spacing_is_refused(dicom_series):
     folder, volume = dicom_series
-    moved = np.asarray(volume.index_to_world([0, 0, 3.4])[0])
+    moved = np.asarray(volume.index_to_world([0, 0, 3.4])[0])  # steps of 1.4 and 0.6 slices
     _edit(folder, 3, ImagePositionPatient=[f"{v:.6f}" for v in moved])
-    with pytest.raises(InputError, match="irregular slice spacing"):
+    with pytest.raises(InputError, match=r"irregular slice spacing .* more than 25% off the median"):
         read_volume(folder)
+
+
+def _irregular_acquisition(folder, offsets_mm):
+    """Slices of a volume that is linear along z (so linear interpolation is exact), at ``offsets_mm``."""
+    phantom = make_phantom((len(offsets_mm), 64, 64), slice_mm=2.0, seed=2)
+    ramp_hu_per_mm = 7.0
+    slices = np.stack([phantom.array[0] + ramp_hu_per_mm * z for z in offsets_mm])
+    write_dicom_series(phantom.with_array(slices), folder)
+    for index, z in enumerate(offsets_mm):
+        _edit(folder, index, ImagePositionPatient=[*phantom.origin[:2], phantom.origin[2] + z])
+    return phantom, ramp_hu_per_mm
+
+
+def test_mildly_irregular_spacing_is_resampled_onto_the_median_step_with_a_note(tmp_path):
+    offsets = np.array([0.0, 2.0, 4.3, 6.0, 8.2, 10.0, 12.0, 13.8, 16.0])  # steps 1.7 to 2.3 mm, median 2.0
+    phantom, ramp = _irregular_acquisition(tmp_path / "series", offsets)
+    read = read_volume(tmp_path / "series")
+    assert any("irregular slice spacing (1.700 to 2.300 mm): resampled onto 9 slices 2.000 mm apart" in note
+               for note in read.metadata["notes"])
+    np.testing.assert_allclose(read.spacing, (*phantom.spacing[:2], 2.0), rtol=1e-6)
+    np.testing.assert_allclose(read.origin, phantom.origin, atol=1e-4)
+    expected = np.stack([phantom.array[0] + ramp * 2.0 * k for k in range(9)])
+    np.testing.assert_allclose(read.array, expected, atol=0.51)  # the stored int16 rounding, nothing else
+    with pytest.raises(InputError, match="irregular slice spacing .* --strict-geometry refuses it"):
+        read_volume(tmp_path / "series", strict_geometry=True)
+
+
+def test_a_resampled_series_written_as_dicom_takes_patient_and_study_from_the_first_file(tmp_path):
+    _irregular_acquisition(tmp_path / "series", np.array([0.0, 2.2, 4.0, 5.8, 8.0]))
+    read = read_volume(tmp_path / "series")
+    written = [pydicom.dcmread(p) for p in write_dicom_series(read, tmp_path / "out")]
+    first = pydicom.dcmread(read.metadata["dicom_files"][0])
+    assert len(written) == read.array.shape[0]
+    assert {ds.SourceImageSequence[0].ReferencedSOPInstanceUID for ds in written} == {first.SOPInstanceUID}
+    assert {ds.StudyInstanceUID for ds in written} == {first.StudyInstanceUID}
 
 
 def test_duplicate_slice_positions_are_detected(dicom_series):

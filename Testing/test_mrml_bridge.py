@@ -14,7 +14,7 @@ from LDCTDenoiseLib.mrml_bridge import (
     density_chart,
     new_output_node,
     roi_box,
-    roi_mask,
+    roi_region,
     table_from_rows,
     update_node_from_volume,
     volume_from_node,
@@ -69,7 +69,7 @@ def test_axis_aligned_roi_mask_equals_the_librarys_world_box_mask(scene):
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
     roi.SetCenterWorld(*(centre_lps * [-1, -1, 1]))
     roi.SetSizeWorld(12.0, 9.0, 6.0)
-    mask = roi_mask(roi, volume)
+    mask = roi_region(roi, volume).mask
     assert mask.any()
     np.testing.assert_array_equal(mask, box_mask(volume, Box.from_center_size(centre_lps, (12.0, 9.0, 6.0))))
 
@@ -86,7 +86,7 @@ def test_rotated_roi_mask_agrees_with_mrmls_own_point_test(scene):
     rotation.RotateZ(33.0)
     rotation.RotateX(12.0)
     roi.SetAndObserveObjectToNodeMatrix(rotation.GetMatrix())
-    mask = roi_mask(roi, volume)
+    mask = roi_region(roi, volume).mask
     k, j, i = np.indices(volume.array.shape)
     points = volume.index_to_world(np.stack([i.ravel(), j.ravel(), k.ravel()], 1)) * [-1, -1, 1]
     by_mrml = np.array([roi.IsPointInROIWorld(p) for p in points]).reshape(mask.shape)

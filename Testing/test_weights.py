@@ -120,10 +120,13 @@ def test_environment_weights_that_name_no_model_are_an_error_not_a_fall_back(mon
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("config", {"base_width": 4, "depth": 2, "cbam_reduction": 2, "colour": 1}, "does not describe"),
-        ("config", "big", "does not describe"),
-        ("config", {"base_width": 4, "depth": 0, "cbam_reduction": 2}, "does not describe"),
-        ("config", {"base_width": -4, "depth": 2, "cbam_reduction": 2}, "does not describe"),
+        ("config", {"base_width": 4, "depth": 2, "cbam_reduction": 2, "colour": 1},
+         r"does not describe .*unknown generator settings \['colour'\]"),
+        ("config", "big", "does not describe .*a generator config is a mapping .* got str"),
+        ("config", {"base_width": 4, "depth": 0, "cbam_reduction": 2}, r"does not describe .*depth must lie in 1\.\.6"),
+        ("config", {"base_width": -4, "depth": 2, "cbam_reduction": 2}, "base_width and cbam_reduction must be >= 1"),
+        ("config", {"base_width": "4", "depth": 2, "cbam_reduction": 2}, "base_width must be a whole number; got '4'"),
+        ("config", {"base_width": 4, "depth": 2.5, "cbam_reduction": 2}, "depth must be a whole number; got 2.5"),
         ("normalization", {"kind": "linear-clip", "hu_min": 100, "hu_max": -100}, "normalization .* is invalid"),
         ("normalization", {"kind": "linear-clip", "hu_min": float("nan"), "hu_max": 1}, "normalization .* is invalid"),
         ("normalization", {"kind": "log"}, "normalization .* is invalid"),

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from .alignment import REGISTRATIONS
 from .errors import InputError, LDCTError, OutputError
 from .inference import COMPILE_MODES, PRECISIONS, EngineOptions, VolumeDenoiser
 from .io import Volume, check_output_format, read_volume, write_volume
+from .launcher import signals_answered
 from .metrics import DEFAULT_WINDOWS, Window
 from .simulation import FILTERS, ProjectionNoise, ScannerNoise, make_phantom, simulate_low_dose
 from .weights import find_model, model_search_paths
@@ -27,31 +27,17 @@ DEMO_SCAN = ScannerNoise(added_noise_hu=40.0, filter="shepp-logan", cutoff=0.9, 
                          bowtie=1.5, modulation=0.5)
 
 
-class Terminated(Exception):
-    """SIGTERM arrived: unwinds like Ctrl-C, so every atomic writer removes its partial output."""
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    args = _parser().parse_args(argv)
+    return signals_answered(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         summary = args.run(args)
     except (LDCTError, OSError) as error:
         print(f"ldct-denoise: error: {_one_line(error)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("ldct-denoise: cancelled; nothing was written", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("ldct-denoise: terminated (SIGTERM); nothing was written", file=sys.stderr)
-        return 143
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     _report(summary, args.json)
     return 0
 

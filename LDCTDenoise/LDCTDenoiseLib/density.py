@@ -54,9 +54,14 @@ def hu_densities(values: dict[str, np.ndarray], reference: str | None = None, ba
     samples = {name: _subsample(np.asarray(v, dtype=np.float64).ravel(), max_samples, seed, name)
                for name, v in values.items()}
     basis = samples[reference] if reference is not None else np.concatenate(list(samples.values()))
+    if bandwidth_hu is not None and not bandwidth_hu > 0:
+        raise InputError(f"the kernel bandwidth must be > 0 HU; got {bandwidth_hu}")
+    if bandwidth_hu is None and np.ptp(basis) == 0:
+        which = f"{reference} is" if reference is not None else "all volumes are"
+        raise InputError(f"{which} {basis[0]:g} HU at every voxel of the region, so it has no HU distribution to "
+                         "compare with; draw the region inside the anatomy (a constant region is padding, air "
+                         "outside the scan, or a blank image)")
     bandwidth = bandwidth_hu if bandwidth_hu is not None else _scott(basis)
-    if bandwidth <= 0:
-        raise InputError(f"the kernel bandwidth must be > 0 HU; got {bandwidth}")
     low = min(float(v.min()) for v in samples.values()) - 3 * bandwidth  # every curve's whole mass is on the grid
     high = max(float(v.max()) for v in samples.values()) + 3 * bandwidth
     grid = np.linspace(low, high, grid_points)

@@ -23,3 +23,12 @@ class NoModelError(WeightsError):
 
 class Cancelled(LDCTError):
     """The user cancelled a long-running job; nothing was written."""
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: unwinds like Ctrl-C, so every atomic writer removes its partial output."""
+
+
+def raise_terminated(signum, frame) -> None:
+    """A SIGTERM handler that turns the signal into ``Terminated``."""
+    raise Terminated

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+MAX_DEPTH = 6  # poolings: a 512-pixel slice is 8 pixels across at the bottom
 
 @dataclass(frozen=True)
 class GeneratorConfig:
@@ -28,10 +29,28 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> GeneratorConfig:
+        """A config from a manifest or checkpoint; every problem is named in one ValueError."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a generator config is a mapping of {', '.join(cls.__dataclass_fields__)}; "
+                             f"got {type(values).__name__}")
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown generator settings {sorted(unknown)}")
-        return cls(**values)
+            raise ValueError(f"unknown generator settings {sorted(unknown)} (known: "
+                             f"{', '.join(cls.__dataclass_fields__)})")
+        config = cls(**values)
+        problems = [f"{name} must be a whole number; got {value!r}" for name, value in asdict(config).items()
+                    if isinstance(value, bool) or not isinstance(value, int)]
+        if not problems:
+            if config.in_channels != 1:
+                problems.append(f"in_channels must be 1 (one CT slice); got {config.in_channels}")
+            if not 1 <= config.depth <= MAX_DEPTH:
+                problems.append(f"depth must lie in 1..{MAX_DEPTH}; got {config.depth}")
+            if config.base_width < 1 or config.cbam_reduction < 1:
+                problems.append(f"base_width and cbam_reduction must be >= 1; got {config.base_width} and "
+                                f"{config.cbam_reduction}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return config
 
 
 class ResidualBlock(nn.Module):

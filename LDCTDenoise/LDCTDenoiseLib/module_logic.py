@@ -27,7 +27,7 @@ from .metrics import DEFAULT_WINDOWS, Window
 from .mrml_bridge import (
     density_chart,
     new_output_node,
-    roi_mask,
+    roi_region,
     segment_mask,
     show_like,
     table_from_rows,
@@ -300,7 +300,7 @@ def _region(grid, roi_node, segmentation_node, segment_id: str | None) -> Region
     if roi_node is not None and segmentation_node is not None:
         raise InputError("give the region as a Markups ROI or as a segment, not both")
     if roi_node is not None:
-        return Region(roi_node.GetName(), roi_mask(roi_node, grid), f"Markups ROI {roi_node.GetName()}")
+        return roi_region(roi_node, grid)
     if segmentation_node is not None:
         mask = segment_mask(segmentation_node, segment_id, grid)  # refuses an absent segment
         name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()

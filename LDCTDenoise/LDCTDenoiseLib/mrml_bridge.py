@@ -12,7 +12,7 @@ import numpy as np
 from .density import Densities
 from .errors import InputError
 from .io.volume import Volume
-from .roi import OrientedBox, box_mask, labelmap_mask
+from .roi import OrientedBox, Region, box_region, labelmap_mask
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -86,9 +86,10 @@ def roi_box(roi_node) -> OrientedBox:
     return OrientedBox.from_ras(center, axes, size)
 
 
-def roi_mask(roi_node, volume: Volume) -> np.ndarray:
-    """Voxels of ``volume`` whose centres lie in the ROI node's box."""
-    return box_mask(volume, roi_box(roi_node))
+def roi_region(roi_node, volume: Volume) -> Region:
+    """Voxels of ``volume`` whose centres lie in the ROI node's box (noted if the box is partly outside)."""
+    name = roi_node.GetName()
+    return box_region(name, volume, roi_box(roi_node), f"Markups ROI {name}")
 
 
 def segment_mask(segmentation_node, segment_id: str, volume: Volume) -> np.ndarray:

@@ -25,7 +25,7 @@ from .density import Densities, hu_densities
 from .errors import InputError, OutputError
 from .io import Volume, read_volume
 from .metrics import DEFAULT_WINDOWS, Window
-from .roi import Box, Region, body_mask, box_mask, hu_range_mask, labelmap_mask
+from .roi import Box, Region, body_mask, box_region, hu_range_mask, labelmap_mask
 
 REFERENCE = "NDCT"
 OFF_SCALE_JS = 0.5  # bits: a density curve further than this from the reference does not set the plot's axis
@@ -79,8 +79,8 @@ def parse_roi(text: str) -> RegionSpec:
             else Box.from_bounds(numbers[0], coordinates) if kind == "bounds" and len(numbers) == 1 else None
         if box is None:
             raise InputError(f"region {text!r}: box:CX,CY,CZ:SX,SY,SZ or bounds:X0,X1,Y0,Y1,Z0,Z1 (mm)")
-        return RegionSpec(name, lambda grid, _: Region(name, box_mask(grid, box),
-                                                       f"{box.describe()} (given in {coordinates})"))
+        description = f"{box.describe()} (given in {coordinates})"
+        return RegionSpec(name, lambda grid, _: box_region(name, grid, box, description))
     if kind == "label":
         path, _, value = rest.rpartition(":") if rest.rpartition(":")[2].isdigit() else (rest, "", "")
         label = int(value) if value else None
@@ -125,6 +125,7 @@ def compare(ndct: Volume, volumes: dict[str, Volume], regions: list[Region | Reg
     results = []
     for item in regions:
         region = item.build(grid, alignment.volume) if isinstance(item, RegionSpec) else item
+        notes.extend(region.notes)
         mask = region.mask & covered
         if not mask.any():
             raise InputError(f"region {region.name} lies outside the NDCT's field of view")

@@ -30,6 +30,7 @@ class Region:
     name: str
     mask: np.ndarray
     description: str
+    notes: tuple[str, ...] = ()  # what was done to the region as given (e.g. clipped to the volume)
 
     @property
     def voxels(self) -> int:
@@ -114,6 +115,29 @@ def box_mask(volume: Volume, box: Box | OrientedBox) -> np.ndarray:
     if not mask.any():
         raise InputError(f"the {box.describe()} contains no voxel centre of the volume; make it larger")
     return mask
+
+
+def box_region(name: str, volume: Volume, box: Box | OrientedBox, description: str) -> Region:
+    """The box's voxels as a region, with a note when part of the box lies outside the volume."""
+    mask = box_mask(volume, box)
+    outside = box_outside_fraction(volume, box)
+    notes = (f"region {name}: {outside:.0%} of the box lies outside the volume ({_extent(volume)}); "
+             "measured on the part inside",) if outside >= 0.01 else ()
+    return Region(name, mask, description, notes)
+
+
+def box_outside_fraction(volume: Volume, box: Box | OrientedBox, points_per_axis: int = 16) -> float:
+    """The share of the box's volume outside the volume's voxels (sampled on a regular grid of points)."""
+    u = (np.arange(points_per_axis) + 0.5) / points_per_axis
+    unit = np.stack(np.meshgrid(u, u, u, indexing="ij"), axis=-1).reshape(-1, 3)
+    corners = box.corners()  # index 4a + 2b + c is the corner (a, b, c) of the unit cube
+    low, steps = corners[0], np.stack([corners[4] - corners[0], corners[2] - corners[0], corners[1] - corners[0]])
+    world = low + unit @ steps
+    matrix = volume.direction * np.asarray(volume.spacing)
+    ijk = np.linalg.solve(matrix, (world - np.asarray(volume.origin)).T).T
+    size = np.asarray(volume.array.shape[::-1])
+    inside = np.all((ijk >= -0.5) & (ijk <= size - 0.5), axis=1)
+    return float(1.0 - inside.mean())
 
 
 def labelmap_mask(volume: Volume, labelmap: Volume, label: int | None = None) -> np.ndarray:

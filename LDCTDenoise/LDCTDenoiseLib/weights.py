@@ -227,9 +227,9 @@ def _network(manifest: dict, path: Path) -> tuple[Generator, Normalization]:
     try:
         config = GeneratorConfig.from_dict(manifest["config"])
         generator = Generator(config)
-    except Exception as error:  # unknown keys, wrong types, depth 0, negative widths
+    except ValueError as error:  # unknown keys, wrong types, depth 0, negative widths
         raise WeightsError(f"model manifest {path}: config {manifest['config']!r} does not describe a "
-                           f"{ARCHITECTURE} ({type(error).__name__}: {error}); export the model again") from None
+                           f"{ARCHITECTURE} ({error}); export the model again") from None
     try:
         normalization = Normalization.from_dict(manifest["normalization"])
         if not np.isfinite([normalization.hu_min, normalization.hu_max]).all():

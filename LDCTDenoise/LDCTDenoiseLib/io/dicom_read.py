@@ -25,6 +25,7 @@ from .volume import Volume
 
 POSITION_TOLERANCE_MM = 0.01
 TILT_TOLERANCE_DEG = 0.1
+MILD_IRREGULARITY = 0.25  # steps within this fraction of the median step are resampled; beyond, refused
 
 # What to install for each family of compressed transfer syntaxes that pydicom hands to plugins.
 DECODERS = {
@@ -111,7 +112,8 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, strict_
 
     A gantry-tilted series (slice positions sheared off the slice normal) is resampled onto a
     regular, untilted grid in scanner coordinates, with a note -- as Slicer's acquisition geometry
-    regularization and dcm2niix do -- unless ``strict_geometry``, which refuses it.
+    regularization and dcm2niix do -- and so is a mildly irregular slice spacing (every step within
+    25 % of the median), unless ``strict_geometry``, which refuses both.
     """
     series, notes = choose_series(folder, series_uid)
     _check_modality(series)
@@ -121,17 +123,18 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, strict_
     slices, normal, steps = _sorted_slices(series)
     first = slices[0]
     shear, tag_tilt = _shear_deg(slices, normal), first.tilt_deg
-    if strict_geometry and max(shear, abs(tag_tilt)) > TILT_TOLERANCE_DEG:
-        raise InputError(
-            f"series {series.uid} is acquired with a gantry tilt of {max(shear, abs(tag_tilt)):.2f} degrees "
-            "and --strict-geometry refuses tilted series; drop it to have the series resampled onto an "
-            "untilted grid, or resample it yourself (Slicer: 'Acquisition geometry regularization')"
-        )
+    irregular = _mildly_irregular(series, steps)
+    _check_placeable(series, shear, tag_tilt, steps, irregular, strict_geometry)
     hu = np.empty((len(slices), first.rows, first.columns), dtype=np.float32)
     for index, geometry in enumerate(slices):
         hu[index] = _slice_hu(geometry.path, first.rows, first.columns)
     slice_step = float(np.median(steps)) if len(steps) else _thickness(series.headers[0])
-    if shear > TILT_TOLERANCE_DEG:
+    if irregular:
+        hu = _regular_along_normal(hu, np.array([(g.position - first.position) @ normal for g in slices]), slice_step)
+        notes.append(f"series {series.uid} has irregular slice spacing ({steps.min():.3f} to {steps.max():.3f} mm): "
+                     f"resampled onto {hu.shape[0]} slices {slice_step:.3f} mm apart (linear interpolation along "
+                     "the slice normal)")
+    elif shear > TILT_TOLERANCE_DEG:
         hu, origin = _untilted(hu, slices, normal, slice_step)
         notes.append(f"series {series.uid} is gantry-tilted by {shear:.2f} degrees: resampled onto an untilted grid "
                      f"of {hu.shape[2]} x {hu.shape[1]} x {hu.shape[0]} voxels (linear interpolation; voxels "
@@ -151,6 +154,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, strict_
             "series_uid": series.uid,
             "series_description": series.description,
             "dicom_files": [str(g.path) for g in slices],
+            "resampled": bool(irregular or shear > TILT_TOLERANCE_DEG),
             "notes": notes,
         },
     )
@@ -270,6 +274,55 @@ def _untilted(hu: np.ndarray, slices: list[SliceGeometry], normal: np.ndarray,
     return sitk.GetArrayFromImage(resampled), origin
 
 
+def _check_placeable(series: SeriesInfo, shear: float, tag_tilt: float, steps: np.ndarray, irregular: bool,
+                     strict_geometry: bool) -> None:
+    """Refuse what ``strict_geometry`` forbids and what no single regular grid can hold."""
+    tilt = max(shear, abs(tag_tilt))
+    if strict_geometry and tilt > TILT_TOLERANCE_DEG:
+        raise InputError(
+            f"series {series.uid} is acquired with a gantry tilt of {tilt:.2f} degrees "
+            "and --strict-geometry refuses tilted series; drop it to have the series resampled onto an "
+            "untilted grid, or resample it yourself (Slicer: 'Acquisition geometry regularization')"
+        )
+    if irregular and strict_geometry:
+        raise InputError(
+            f"series {series.uid} has irregular slice spacing ({steps.min():.3f} to {steps.max():.3f} mm) and "
+            "--strict-geometry refuses it; drop it to have the series resampled onto a regular grid"
+        )
+    if irregular and shear > TILT_TOLERANCE_DEG:
+        raise InputError(
+            f"series {series.uid} is both gantry-tilted ({shear:.2f} degrees) and irregularly spaced "
+            f"({steps.min():.3f} to {steps.max():.3f} mm), which LDCTDenoise does not resample in one step; "
+            "regularize it first (Slicer: 'Acquisition geometry regularization', or dcm2niix)"
+        )
+
+
+def _mildly_irregular(series: SeriesInfo, steps: np.ndarray) -> bool:
+    """True for steps that vary by at most ``MILD_IRREGULARITY`` of their median (regular: False)."""
+    if len(steps) == 0:
+        return False
+    median = float(np.median(steps))
+    if np.all(np.abs(steps - median) <= max(POSITION_TOLERANCE_MM, 0.01 * median)):
+        return False
+    if np.all(np.abs(steps - median) <= MILD_IRREGULARITY * median):
+        return True
+    raise InputError(
+        f"series {series.uid} has irregular slice spacing ({steps.min():.3f} to {steps.max():.3f} mm, more than "
+        f"{MILD_IRREGULARITY:.0%} off the median {median:.3f} mm), which interpolation would fill with guesses; "
+        "check the series is complete, or resample it yourself (Slicer's 'Acquisition geometry regularization')"
+    )
+
+
+def _regular_along_normal(hu: np.ndarray, distances: np.ndarray, step: float) -> np.ndarray:
+    """Slices at ``0, step, 2 step, ...`` along the normal, linearly interpolated between the nearest two."""
+    count = int(np.floor(distances[-1] / step + 1e-6)) + 1
+    targets = np.arange(count) * step
+    upper = np.clip(np.searchsorted(distances, targets, side="right"), 1, len(distances) - 1)
+    weight = ((targets - distances[upper - 1]) / (distances[upper] - distances[upper - 1])).astype(np.float32)
+    weight = np.clip(weight, 0.0, 1.0)[:, None, None]
+    return (1 - weight) * hu[upper - 1] + weight * hu[upper]
+
+
 def _check_spacing(series: SeriesInfo, steps: np.ndarray, distances: np.ndarray) -> None:
     if len(steps) == 0:
         return
@@ -291,10 +344,6 @@ def _check_spacing(series: SeriesInfo, steps: np.ndarray, distances: np.ndarray)
             f"series {series.uid} is missing {missing} slice(s): gap of {steps[gap]:.2f} mm after "
             f"{distances[gap]:.2f} mm where it steps {regular:.2f} mm. Re-export the complete series"
         )
-    raise InputError(
-        f"series {series.uid} has irregular slice spacing ({steps.min():.3f} to {steps.max():.3f} mm); "
-        "resample it to a regular grid first (e.g. Slicer's 'Acquisition geometry regularization')"
-    )
 
 
 def _slice_hu(path: Path, rows: int, columns: int) -> np.ndarray:

@@ -70,10 +70,9 @@ def _source_headers(volume: Volume) -> list[pydicom.Dataset] | None:
     files = volume.metadata.get("dicom_files")
     if not files:
         return None
-    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    if len(headers) != volume.array.shape[0]:
-        headers = [headers[0]] * volume.array.shape[0]  # resampled: keep patient/study from the first
-    return headers
+    if volume.metadata.get("resampled") or len(files) != volume.array.shape[0]:
+        return [pydicom.dcmread(files[0], stop_before_pixels=True)] * volume.array.shape[0]  # patient/study kept
+    return [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
 
 
 def _slice_dataset(
