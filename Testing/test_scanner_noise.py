@@ -180,3 +180,25 @@ def test_no_noise_is_added_outside_the_reconstruction_circle_of_a_padded_slice()
     assert not noise[padded == -2048.0].any() and noise[padded > -2048.0].std() > 5.0
     unpadded = scanner_noise_hu(hu, PIXEL_MM, settings, np.random.default_rng(0))
     assert unpadded[0, 0] != 0.0  # air at -1000 in the corners is inside the field of view
+
+
+def test_noise_at_two_doses_of_one_scanner_has_each_asked_level_and_is_independent():
+    projection = SliceProjection.of(_water_cylinder(), PIXEL_MM)
+    settings = ScannerNoise(added_noise_hu=40.0, filter="hann", cutoff=0.8, views=360, electronic_std=5.0)
+    grid = (np.arange(SIZE) - (SIZE - 1) / 2) * PIXEL_MM
+    low, normal = projection.noise_at_levels_hu(settings, (40.0, 12.0), np.random.default_rng(4), grid, grid, PIXEL_MM)
+    assert _centre(low).std() == pytest.approx(40.0, rel=0.15)
+    assert _centre(normal).std() == pytest.approx(12.0, rel=0.15)
+    assert abs(np.corrcoef(_centre(low, 36).ravel(), _centre(normal, 36).ravel())[0, 1]) < 0.1  # most of the disc
+    alone = projection.noise_at_levels_hu(settings, (40.0, 0.0), np.random.default_rng(4), grid, grid, PIXEL_MM)
+    assert not alone[1].any()
+    assert np.array_equal(alone[0], scanner_noise_hu(_water_cylinder(), PIXEL_MM, settings, np.random.default_rng(4)))
+
+
+def test_a_second_dose_keeps_the_rest_of_the_recipe():
+    projection = SliceProjection.of(_water_cylinder(), PIXEL_MM)
+    scan = Scan.of(projection, ScannerNoise(added_noise_hu=40.0, views=360), PIXEL_MM)
+    quieter = scan.at_dose(ScannerNoise(added_noise_hu=20.0, views=360), projection.body_centre_mm)
+    assert float((quieter.flux / scan.flux).mean()) == pytest.approx(4.0, rel=0.1)  # 1/4 of the variance
+    with pytest.raises(ValueError, match="dose only"):
+        scan.at_dose(ScannerNoise(added_noise_hu=20.0, views=720), projection.body_centre_mm)

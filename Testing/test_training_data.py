@@ -261,3 +261,27 @@ def test_scanner_stage2_pairs_are_noisy_unaligned_and_need_no_low_dose_volume():
     assert np.abs(difference).mean() > 10.0
     with pytest.raises(ValueError, match="needs a low-dose volume"):
         Stage2Pairs([SlicePair(volume.array)], CropSpec(48, seed=2, normalization=Normalization()), pairs)
+
+
+def test_a_reference_noise_range_puts_normal_dose_noise_on_the_target_and_low_dose_noise_on_top():
+    volume = make_phantom((1, 96, 96))
+    pair = SlicePair(volume.array, pixel_mm=volume.spacing[0])
+    spec = CropSpec(48, seed=5, normalization=Normalization())
+
+    def crops(reference):
+        noise = NoiseConfig(kind="scanner", scanner={"added_noise_hu": [30, 30], "views": [120, 120]},
+                            reference_noise_hu=reference)
+        return [Stage1Crops([pair], spec, noise)[i] for i in range(4)]
+
+    plain, with_reference = crops([]), crops([15, 15])
+    scale = Normalization().scale
+    params = [dict(zip(SAMPLE_FIELDS, s["params"].tolist(), strict=True)) for s in with_reference]
+    assert all(p["reference_noise_hu"] == pytest.approx(15.0) for p in params)
+    for a, b in zip(plain, with_reference, strict=True):
+        ndct = a["target"]
+        extra = (b["target"] - ndct).numpy() * scale  # the target's own noise
+        added = (b["input"] - b["target"]).numpy() * scale
+        assert 3.0 < extra.std() < 40.0 and added.std() > 1.5 * extra.std()
+        assert abs(np.corrcoef(extra.ravel(), added.ravel())[0, 1]) < 0.2
+    with pytest.raises(ValueError, match="reference_noise_hu"):
+        crops([10, 5])

@@ -41,6 +41,7 @@ class DataConfig:
 class NoiseConfig:
     kind: str = "gaussian"  # stage-1 input: gaussian | projection | scanner (randomised, drawn per crop)
     scanner: dict = field(default_factory=dict)  # ScannerRanges overrides, e.g. {added_noise_hu: [5, 150]}
+    reference_noise_hu: list[float] = field(default_factory=list)  # scanner: [low, high] noise added to the target too
     gaussian_std_hu: list[float] = field(default_factory=lambda: [25.0, 25.0])  # drawn uniformly per crop
     spatially_varying: bool = False  # Gaussian std modulated by a smooth random field (x0.5..x1.5)
     dose_fractions: list[float] = field(default_factory=lambda: [0.25])  # projection noise

@@ -24,7 +24,7 @@ CROP_TRIES = 20
 NOISE_KINDS = ("gaussian", "projection", "scanner")
 PROJECTIONS_KEPT = 1024  # slices whose SliceProjection a worker keeps (about 150 kB each)
 SAMPLE_FIELDS = ("added_noise_hu", "filter", "cutoff", "views", "detector_mm", "electronic_std", "bowtie",
-                 "modulation", "pixel_mm", "rot90", "flip")  # what a scanner-noise sample records
+                 "modulation", "pixel_mm", "rot90", "flip", "reference_noise_hu")  # what a scanner-noise sample records
 
 
 @dataclass(frozen=True)
@@ -118,11 +118,21 @@ class ScannerCrops:
     def __init__(self, volumes: list[SlicePair], crop: int, noise: NoiseConfig, augment: DataConfig) -> None:
         self.volumes, self.crop, self.augment = volumes, crop, augment
         self.ranges = ScannerRanges.from_dict(noise.scanner)
+        self.reference_noise_hu = tuple(noise.reference_noise_hu)
+        if self.reference_noise_hu and not 0 <= self.reference_noise_hu[0] <= self.reference_noise_hu[1]:
+            raise ValueError(f"noise.reference_noise_hu is [low, high] with 0 <= low <= high; "
+                             f"got {list(self.reference_noise_hu)}")
         self._projections: dict[tuple[int, int], SliceProjection] = {}
 
     def pair(self, rng: np.random.Generator, v: int, k: int, top: int, left: int,
              rescale: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
-        """(noisy, clean, drawn) of the crop at (top, left) of slice k, its pixel size maybe rescaled."""
+        """(noisy, reference, drawn) of the crop at (top, left) of slice k, its pixel size maybe rescaled.
+
+        The reference is the NDCT crop plus, with ``noise.reference_noise_hu``, normal-dose noise of
+        the same scanner at a level drawn uniformly from that range; the noisy crop is the
+        reference plus the low-dose noise. A model that learns the reference keeps a normal-dose
+        scan's own noise instead of taking every scan for a cleaner one than it is.
+        """
         volume = self.volumes[v]
         image = np.asarray(volume.ndct[k], dtype=np.float32)
         pixel_scale = self.augment.pixel_scale if rescale else []
@@ -137,12 +147,16 @@ class ScannerCrops:
             grid = np.meshgrid(rows, columns, indexing="ij")
             clean = ndimage.map_coordinates(image, grid, order=1, mode="constant", cval=-1024.0).astype(np.float32)
         settings = self.ranges.draw(rng)
+        reference_hu = float(rng.uniform(*self.reference_noise_hu)) if self.reference_noise_hu else 0.0
         projection = self._projection(v, k, image, volume.pixel_mm)
         centre = (np.asarray(image.shape) - 1) / 2
-        noise = projection.noise_hu(settings, rng, (rows - centre[0]) * volume.pixel_mm,
-                                    (columns - centre[1]) * volume.pixel_mm, default_bin_mm=volume.pixel_mm * scale)
-        drawn = {**settings.to_dict(), "filter": FILTERS.index(settings.filter), "pixel_mm": volume.pixel_mm * scale}
-        return clean + noise, clean, drawn
+        noise, reference_noise = projection.noise_at_levels_hu(
+            settings, (settings.added_noise_hu, reference_hu), rng, (rows - centre[0]) * volume.pixel_mm,
+            (columns - centre[1]) * volume.pixel_mm, default_bin_mm=volume.pixel_mm * scale)
+        reference = clean + reference_noise
+        drawn = {**settings.to_dict(), "filter": FILTERS.index(settings.filter), "pixel_mm": volume.pixel_mm * scale,
+                 "reference_noise_hu": reference_hu}
+        return reference + noise, reference, drawn
 
     def orient(self, rng: np.random.Generator, *images: np.ndarray) -> tuple[list[np.ndarray], dict]:
         """The images turned by the same random multiple of 90 degrees and flip (if enabled)."""

@@ -169,12 +169,33 @@ class SliceProjection:
     def noise_hu(self, settings: ScannerNoise, rng: np.random.Generator, rows_mm: np.ndarray,
                  columns_mm: np.ndarray, default_bin_mm: float = 1.0) -> np.ndarray:
         """Noise in HU at the pixel centres ``rows_mm`` x ``columns_mm`` (mm from the image centre)."""
-        if settings.added_noise_hu == 0:
-            return np.zeros((len(rows_mm), len(columns_mm)), np.float32)
-        scan = Scan.of(self, settings, settings.detector_mm or default_bin_mm)
-        delta_mu = scan.backproject(scan.filtered(scan.noise_sinogram(rng)), rows_mm, columns_mm)
+        (noise,) = self.noise_at_levels_hu(settings, (settings.added_noise_hu,), rng, rows_mm, columns_mm,
+                                           default_bin_mm)
+        return noise
+
+    def noise_at_levels_hu(self, settings: ScannerNoise, levels_hu: tuple[float, ...], rng: np.random.Generator,
+                           rows_mm: np.ndarray, columns_mm: np.ndarray,
+                           default_bin_mm: float = 1.0) -> list[np.ndarray]:
+        """Independent noise images of one scanner (filter, views, bowtie, ...) at several doses.
+
+        Each level is the noise std at the body centre, as ``added_noise_hu``; the geometry and
+        line integrals are computed once. Two levels give a low-dose scan and a normal-dose scan
+        of the same scanner, each with noise of its own.
+        """
         inside = np.hypot(np.asarray(rows_mm)[:, None], np.asarray(columns_mm)[None, :]) <= self.fov_radius_mm
-        return (1000.0 / MU_WATER_PER_MM * delta_mu * inside).astype(np.float32)
+        geometry = None
+        images = []
+        for level in levels_hu:
+            if level == 0:
+                images.append(np.zeros(inside.shape, np.float32))
+                continue
+            at_level = dataclasses.replace(settings, added_noise_hu=float(level))
+            if geometry is None:
+                geometry = Scan.of(self, at_level, settings.detector_mm or default_bin_mm)
+            scan = geometry.at_dose(at_level, self.body_centre_mm)
+            delta_mu = scan.backproject(scan.filtered(scan.noise_sinogram(rng)), rows_mm, columns_mm)
+            images.append((1000.0 / MU_WATER_PER_MM * delta_mu * inside).astype(np.float32))
+        return images
 
 
 @dataclass
@@ -196,6 +217,15 @@ class Scan:
         relative = _bowtie(detector, settings.bowtie)[None, :] * _modulation(p, settings.modulation)[:, None]
         unit = cls(settings, angles, detector, p, relative)  # flux per unit I0
         return dataclasses.replace(unit, flux=relative * unit.incident_for(projection.body_centre_mm))
+
+    def at_dose(self, settings: ScannerNoise, centre_mm: tuple[float, float]) -> Scan:
+        """This scan's geometry with the flux solved for ``settings.added_noise_hu`` (same recipe otherwise)."""
+        if settings == self.settings:
+            return self
+        if dataclasses.replace(settings, added_noise_hu=self.settings.added_noise_hu) != self.settings:
+            raise ValueError("at_dose changes the dose only; the rest of the recipe must be this scan's")
+        unit = dataclasses.replace(self, settings=settings, flux=self.flux / float(self.flux.max()))
+        return dataclasses.replace(unit, flux=unit.flux * unit.incident_for(centre_mm))
 
     def incident_for(self, centre_mm: tuple[float, float]) -> float:
         """I0 that gives ``added_noise_hu`` at the body centre (FBP variance of the log noise)."""
