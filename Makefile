@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slicer-python bench report clean
+.PHONY: demo test test-slicer-python bench report gpu-pack clean
 
 # Slicer 5.8's Python (3.9) with the packages it ships: the module's code must run there too.
 SLICER_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3.9 /usr/bin/python3.9 /usr/local/bin/python3.9))
@@ -51,6 +51,16 @@ ifeq ($(BM3D),yes)
 	$(BIN)/python -m pip install --quiet "bm3d>=4.0"
 endif
 	$(BIN)/python -m evaluation --out docs/evaluation
+
+# Issue 11's GPU recipe (training/README.md, "On a lent GPU"): the training and validation series packed
+# to fit what travels to the device (64 MiB with the working tree), and the wheels the device lacks.
+PYDICOM_PIN := $(shell grep -i '^pydicom==' requirements.lock)
+PLATFORMDIRS_PIN := $(shell grep -i '^platformdirs==' requirements.lock)
+gpu-pack: $(STAMP)
+	rm -rf gpu-pack .whl
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation py --platform any -d .whl $(PYDICOM_PIN) $(PLATFORMDIRS_PIN)
+	$(BIN)/ldct-train pack --config gpu-scanner --set data.dataset=training/datasets/shared-ct-all.csv --out gpu-pack
 
 clean:
 	rm -rf $(VENV) $(SLICER_VENV) demo-output

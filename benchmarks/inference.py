@@ -116,9 +116,12 @@ def main() -> None:
     parser.add_argument("--full-volume", help="DICOM folder or volume to time end to end (default: phantom)")
     parser.add_argument("--skip-full-volume", action="store_true")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all",
+                        help="measure one device only (default: the CPU, and CUDA when present)")
     args = parser.parse_args()
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = devices if args.device == "all" else [args.device]
     print(f"machine: {platform.processor() or platform.machine()}, {multiprocessing.cpu_count()} cores, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}"
           + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))

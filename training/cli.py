@@ -1,4 +1,4 @@
-"""``ldct-train``: stage1 | stage2 (train), export (model folder for the module), evaluate, prepare (caches)."""
+"""``ldct-train``: stage1 | stage2 (train), export (model folder), evaluate, prepare (caches), pack (for a GPU)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .config import load_config
 from .data import load_patients, split_patients
 from .evaluate import evaluate, load_any_model, markdown_table
 from .export import export_model
+from .pack import DEVICE_TREE_LIMIT_MIB, pack_dataset, travelling_mib
 from .trainer import Trainer
 from .volumes import SeriesCache, training_volumes
 
@@ -77,6 +78,28 @@ def prepare_command(args: argparse.Namespace) -> None:
     print(f"cache: {cache.folder}")
 
 
+def pack_command(args: argparse.Namespace) -> None:
+    """Pack the training and validation series into a folder that travels to a lent GPU machine."""
+    config = load_config(args.config, args.set)
+    budget = args.budget_mib
+    if budget is None:
+        tree = travelling_mib(Path.cwd())
+        budget = DEVICE_TREE_LIMIT_MIB - tree - args.reserve_mib
+        print(f"ldct-train pack: the working tree that travels is {tree:.1f} MiB of {DEVICE_TREE_LIMIT_MIB:g}; "
+              f"{args.reserve_mib:g} MiB kept for wheels; budget {budget:.1f} MiB")
+        if budget < 4:
+            raise LDCTError(f"only {budget:.1f} MiB are left for the pack; move large untracked files out of the "
+                            "checkout, or the evaluation models aside (mv evaluation/models /tmp/) while a device "
+                            "run is in flight, then pack again")
+    cache = SeriesCache(config.data.cache, config.data.simulation_workers, args.quiet)
+    packed = pack_dataset(config, Path(args.out), budget, cache)
+    size = sum(p.nbytes for p in packed) / 2**20
+    for split in ("train", "validation"):
+        chosen = [p for p in packed if p.split == split]
+        print(f"{split}: {len(chosen)} series, {sum(p.slices for p in chosen)} slices")
+    print(f"ldct-train: packed {len(packed)} series, {size:.1f} MiB, into {args.out}")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ldct-train", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -107,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
     command = commands.add_parser("prepare", help="decode series and simulate low dose into the cache")
     _config_arguments(command)
     command.set_defaults(run=prepare_command)
+    command = commands.add_parser("pack", help="int16 arrays of the training data, sized to travel to a GPU machine")
+    _config_arguments(command)
+    command.add_argument("--out", required=True, help="new folder, e.g. gpu-pack (ignored by git)")
+    command.add_argument("--budget-mib", type=float,
+                         help="size limit (default: 64 MiB less the working tree that travels and --reserve-mib)")
+    command.add_argument("--reserve-mib", type=float, default=4.0, help="room kept for carried wheels (default 4)")
+    command.set_defaults(run=pack_command)
     return parser
 
 

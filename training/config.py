@@ -35,6 +35,7 @@ class DataConfig:
     rot90: bool = False  # random 90-degree rotations (streaks of every direction)
     pixel_scale: list[float] = field(default_factory=list)  # [low, high]: crops resampled to pixel x f
     simulation_workers: int = 2  # processes for projection-domain simulation
+    simulation_device: str = "cpu"  # where scanner noise is simulated: cpu, or cuda (workers then spawn)
 
 
 @dataclass
@@ -82,6 +83,7 @@ class ScheduleConfig:
     keep_checkpoints: int = 3
     log_every: int = 10
     validate: bool = True
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this much training wall time; 0 = no limit
 
 
 @dataclass

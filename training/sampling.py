@@ -152,7 +152,8 @@ class ScannerCrops:
         centre = (np.asarray(image.shape) - 1) / 2
         noise, reference_noise = projection.noise_at_levels_hu(
             settings, (settings.added_noise_hu, reference_hu), rng, (rows - centre[0]) * volume.pixel_mm,
-            (columns - centre[1]) * volume.pixel_mm, default_bin_mm=volume.pixel_mm * scale)
+            (columns - centre[1]) * volume.pixel_mm, default_bin_mm=volume.pixel_mm * scale,
+            device=None if self.augment.simulation_device == "cpu" else self.augment.simulation_device)
         reference = clean + reference_noise
         drawn = {**settings.to_dict(), "filter": FILTERS.index(settings.filter), "pixel_mm": volume.pixel_mm * scale,
                  "reference_noise_hu": reference_hu}

@@ -78,9 +78,9 @@ class Trainer:
         batches = self._batches()
         bar = tqdm(total=config.total_steps, initial=self.step, desc=config.stage, unit="step",
                    disable=self.quiet or not self.processes.is_main, dynamic_ncols=True)
-        first_step = self.step
+        first_step, session_start = self.step, time.perf_counter()
         try:
-            while self.step < config.total_steps:
+            while self.step < config.total_steps and not self._out_of_time(session_start):
                 started = time.perf_counter()
                 terms = self._train_step(batches)
                 self.step += 1
@@ -101,6 +101,11 @@ class Trainer:
             self._save()  # the end of the run is always checkpointed
         distributed.stop(self.processes)
         return list_checkpoints(self.run)[-1] if self.processes.is_main else None
+
+    def _out_of_time(self, session_start: float) -> bool:
+        """True once this session has trained ``schedule.max_minutes`` (a bounded GPU lease, say)."""
+        limit = self.config.schedule.max_minutes
+        return limit > 0 and time.perf_counter() - session_start >= 60 * limit
 
     # --- one step -------------------------------------------------------------------------------
 
@@ -299,12 +304,14 @@ class Trainer:
             self.processes.rank,
             self.processes.world_size,
         )
+        simulates_on_gpu = config.data.simulation_device != "cpu" and config.data.workers > 0
         loader = DataLoader(
             dataset,
             batch_sampler=sampler,
             num_workers=config.data.workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
+            multiprocessing_context="spawn" if simulates_on_gpu else None,  # CUDA cannot cross a fork
         )
         return iter(loader)
 

@@ -76,6 +76,11 @@ class SeriesCache:
         return self._load(folder)
 
     def _decoded(self, path: Path) -> Series:
+        if path.suffix == ".npz":  # a packed series (training/pack.py): already HU arrays, nothing to decode
+            from .pack import read_packed
+
+            packed = read_packed(path)
+            return Series(packed["hu"], tuple(packed["spacing"]), tuple(packed["origin"]), tuple(packed["direction"]))
         folder = self._entry(path)
         if not (folder / "hu.npy").is_file():
             self._store(folder, read_volume(path), {"source": str(path)})

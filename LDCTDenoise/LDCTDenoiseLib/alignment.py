@@ -12,11 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import SimpleITK as sitk
 from skimage.registration import phase_cross_correlation
 
 from .errors import InputError
 from .io.volume import Volume
+from .optional import optional_import
+
+sitk = optional_import("SimpleITK")
 
 REGISTRATIONS = ("none", "rigid", "affine", "bspline")
 AIR_HU = -1024.0

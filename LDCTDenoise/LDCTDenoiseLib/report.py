@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from .alignment import Alignment, align, check_ct, grid_image
 from .atomic import atomic_folder
@@ -25,7 +24,10 @@ from .density import Densities, hu_densities
 from .errors import InputError, OutputError
 from .io import Volume, read_volume
 from .metrics import DEFAULT_WINDOWS, Window
+from .optional import optional_import
 from .roi import Box, Region, body_mask, box_region, hu_range_mask, labelmap_mask
+
+sitk = optional_import("SimpleITK")
 
 REFERENCE = "NDCT"
 OFF_SCALE_JS = 0.5  # bits: a density curve further than this from the reference does not set the plot's axis

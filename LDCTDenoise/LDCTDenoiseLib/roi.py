@@ -12,12 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
 from .alignment import grid_image
 from .errors import InputError
 from .io.volume import Volume
+from .optional import optional_import
+
+sitk = optional_import("SimpleITK")
 
 COORDINATES = ("LPS", "RAS")
 BODY_HU = -500.0

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
 from ..errors import InputError
+from ..optional import optional_import
 from .dicom_header import FIX_EXPORT, SliceGeometry, check_pixel_data, is_localizer, rescale, slice_geometry
 from .volume import Volume
+
+sitk = optional_import("SimpleITK")
 
 POSITION_TOLERANCE_MM = 0.01
 TILT_TOLERANCE_DEG = 0.1

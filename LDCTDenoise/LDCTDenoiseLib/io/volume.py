@@ -11,10 +11,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..atomic import atomic_file
 from ..errors import InputError, OutputError
+from ..optional import optional_import
+
+sitk = optional_import("SimpleITK")
 
 WRITE_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha")  # single-file formats: written atomically
 READ_SUFFIXES = WRITE_SUFFIXES + (".nhdr", ".mhd")

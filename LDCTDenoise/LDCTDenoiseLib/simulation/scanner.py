@@ -174,14 +174,16 @@ class SliceProjection:
         return noise
 
     def noise_at_levels_hu(self, settings: ScannerNoise, levels_hu: tuple[float, ...], rng: np.random.Generator,
-                           rows_mm: np.ndarray, columns_mm: np.ndarray,
-                           default_bin_mm: float = 1.0) -> list[np.ndarray]:
+                           rows_mm: np.ndarray, columns_mm: np.ndarray, default_bin_mm: float = 1.0,
+                           device: torch.device | str | None = None) -> list[np.ndarray]:
         """Independent noise images of one scanner (filter, views, bowtie, ...) at several doses.
 
         Each level is the noise std at the body centre, as ``added_noise_hu``; the geometry and
         line integrals are computed once. Two levels give a low-dose scan and a normal-dose scan
-        of the same scanner, each with noise of its own.
+        of the same scanner, each with noise of its own. ``device`` runs the torch work there (a
+        GPU: another random generator, so other draws than the CPU's for the same ``rng``).
         """
+        projection = self if device is None else dataclasses.replace(self, half_sinogram=self.half_sinogram.to(device))
         inside = np.hypot(np.asarray(rows_mm)[:, None], np.asarray(columns_mm)[None, :]) <= self.fov_radius_mm
         geometry = None
         images = []
@@ -191,7 +193,7 @@ class SliceProjection:
                 continue
             at_level = dataclasses.replace(settings, added_noise_hu=float(level))
             if geometry is None:
-                geometry = Scan.of(self, at_level, settings.detector_mm or default_bin_mm)
+                geometry = Scan.of(projection, at_level, settings.detector_mm or default_bin_mm)
             scan = geometry.at_dose(at_level, self.body_centre_mm)
             delta_mu = scan.backproject(scan.filtered(scan.noise_sinogram(rng)), rows_mm, columns_mm)
             images.append((1000.0 / MU_WATER_PER_MM * delta_mu * inside).astype(np.float32))
@@ -211,8 +213,9 @@ class Scan:
     @classmethod
     def of(cls, projection: SliceProjection, settings: ScannerNoise, bin_mm: float) -> Scan:
         bins = 2 * int(math.ceil(projection.radius_mm / bin_mm)) + 1
-        detector = (torch.arange(bins, dtype=torch.float64) - bins // 2) * bin_mm
-        angles = torch.arange(settings.views, dtype=torch.float64) * (2 * math.pi / settings.views)
+        device = projection.half_sinogram.device
+        detector = (torch.arange(bins, dtype=torch.float64, device=device) - bins // 2) * bin_mm
+        angles = torch.arange(settings.views, dtype=torch.float64, device=device) * (2 * math.pi / settings.views)
         p = line_integrals(projection, angles, detector)
         relative = _bowtie(detector, settings.bowtie)[None, :] * _modulation(p, settings.modulation)[:, None]
         unit = cls(settings, angles, detector, p, relative)  # flux per unit I0
@@ -242,10 +245,11 @@ class Scan:
         The log's second-order bias ``(lambda + s_e^2) / (2 lambda^2)`` is subtracted, as a scanner's
         low-signal calibration would: the image keeps its CT numbers and its streaks.
         """
-        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        generator = torch.Generator(device=self.flux.device).manual_seed(int(rng.integers(2**62)))
         expected = self.flux * torch.exp(-self.line_integrals)
         counts = torch.poisson(expected, generator=generator)
-        counts += self.settings.electronic_std * torch.randn(expected.shape, generator=generator, dtype=counts.dtype)
+        counts += self.settings.electronic_std * torch.randn(expected.shape, generator=generator, dtype=counts.dtype,
+                                                             device=counts.device)
         bias = (expected + self.settings.electronic_std**2) / (2 * expected**2)
         return torch.log(self.flux / counts.clamp_min(MIN_COUNTS)) - self.line_integrals - bias.clamp_max(1.0)
 
@@ -253,15 +257,16 @@ class Scan:
         """Each view convolved with the reconstruction filter (mm^-1 per line-integral unit)."""
         bins = sinogram.shape[1]
         size = 1 << int(math.ceil(math.log2(2 * bins)))
-        response = fourier_filter(size, self.settings.filter, self.settings.cutoff, self._bin_mm)
+        response = fourier_filter(size, self.settings.filter, self.settings.cutoff, self._bin_mm, sinogram.device)
         spectrum = torch.fft.rfft(sinogram, n=size, dim=1) * response
         return torch.fft.irfft(spectrum, n=size, dim=1)[:, :bins]
 
     def backproject(self, filtered: torch.Tensor, rows_mm: np.ndarray, columns_mm: np.ndarray) -> np.ndarray:
         """FBP's sum over views at the given pixel centres (mm from the image centre)."""
-        y = torch.as_tensor(rows_mm, dtype=torch.float32)[:, None]
-        x = torch.as_tensor(columns_mm, dtype=torch.float32)[None, :]
-        image = torch.zeros((len(rows_mm), len(columns_mm)), dtype=torch.float32)
+        device = filtered.device
+        y = torch.as_tensor(rows_mm, dtype=torch.float32, device=device)[:, None]
+        x = torch.as_tensor(columns_mm, dtype=torch.float32, device=device)[None, :]
+        image = torch.zeros((len(rows_mm), len(columns_mm)), dtype=torch.float32, device=device)
         first = float(self.detector[0])
         chunk = max(1, 4_000_000 // image.numel())
         for start in range(0, len(self.angles), chunk):
@@ -270,7 +275,7 @@ class Scan:
             u = (x[None] * torch.cos(angles)[:, None, None] + y[None] * torch.sin(angles)[:, None, None])
             position = ((u - first) / self._bin_mm).reshape(len(angles), -1)
             image += _interpolate_rows(views, position).sum(0).reshape(image.shape)
-        return (image * (math.pi / len(self.angles))).numpy()
+        return (image * (math.pi / len(self.angles))).cpu().numpy()
 
     @property
     def _bin_mm(self) -> float:
@@ -286,7 +291,7 @@ class Scan:
         """
         bins = ray_variance.shape[1]
         size = 1 << int(math.ceil(math.log2(2 * bins)))
-        response = fourier_filter(size, self.settings.filter, self.settings.cutoff, self._bin_mm)
+        response = fourier_filter(size, self.settings.filter, self.settings.cutoff, self._bin_mm, ray_variance.device)
         kernel = torch.fft.irfft(response, n=size)
         spectrum = torch.fft.rfft(ray_variance, n=size, dim=1)
         variance, covariance = (torch.fft.irfft(spectrum * torch.fft.rfft(k, n=size), n=size, dim=1)[:, :bins]
@@ -299,7 +304,8 @@ class Scan:
         return float(at_point.sum() * (math.pi / len(self.angles)) ** 2)
 
 
-def fourier_filter(size: int, name: str, cutoff: float, bin_mm: float) -> torch.Tensor:
+def fourier_filter(size: int, name: str, cutoff: float, bin_mm: float,
+                   device: torch.device | str | None = None) -> torch.Tensor:
     """rfft response of the band-limited ramp (Kak and Slaney's spatial kernel) times a window."""
     n = torch.cat([torch.arange(0, size // 2 + 1), torch.arange(size // 2 - 1, 0, -1)]).to(torch.float64)
     kernel = torch.zeros(size, dtype=torch.float64)
@@ -315,7 +321,7 @@ def fourier_filter(size: int, name: str, cutoff: float, bin_mm: float) -> torch.
         "hamming": 0.54 + 0.46 * torch.cos(math.pi * x),
         "hann": 0.5 + 0.5 * torch.cos(math.pi * x),
     }[name]
-    return ramp * torch.where(x <= 1.0, window, torch.zeros_like(x))
+    return (ramp * torch.where(x <= 1.0, window, torch.zeros_like(x))).to(device)
 
 
 def line_integrals(projection: SliceProjection, angles: torch.Tensor, detector: torch.Tensor) -> torch.Tensor:
@@ -401,6 +407,7 @@ def _interpolate_rows(values: torch.Tensor, position: torch.Tensor) -> torch.Ten
     """Linear interpolation of each row of ``values`` at fractional ``position`` (zero outside); float32."""
     rows, bins = values.shape
     x = position.to(torch.float32) * (2.0 / max(bins - 1, 1)) - 1.0
-    y = (torch.arange(rows, dtype=torch.float32) * (2.0 / max(rows - 1, 1)) - 1.0)[:, None].expand_as(x)
+    y = (torch.arange(rows, dtype=torch.float32, device=x.device) * (2.0 / max(rows - 1, 1)) - 1.0)[:, None]
+    y = y.expand_as(x)
     grid = torch.stack([x, y], dim=-1)[None]
     return F.grid_sample(values.to(torch.float32)[None, None], grid, align_corners=True)[0, 0]
