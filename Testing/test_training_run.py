@@ -255,3 +255,16 @@ def test_both_stages_train_on_scanner_noise_and_record_each_crops_draw(phantom_d
         assert rows[0].startswith("step,added_noise_hu,filter")
         assert len(rows) == 1 + config.total_steps * config.schedule.batch
         assert all(10 <= float(row.split(",")[1]) <= 40 for row in rows[1:])
+
+
+def test_frozen_batch_norm_keeps_the_initial_statistics_while_the_weights_learn(phantom_dataset, tmp_path):
+    config = tiny_training_config(phantom_dataset, tmp_path / "cache", "optim.freeze_batch_norm=true")
+    trainer = Trainer(config, tmp_path / "run", quiet=True)
+    norms = [m for m in trainer.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
+    weights = _weights(trainer.generator)
+    trainer.train()  # two epochs, with validation between them
+    assert all(not m.training for m in norms) and trainer.generator.training
+    assert all(torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+               for m, (mean, var) in zip(norms, before, strict=True))
+    assert _changed(weights, trainer.generator)

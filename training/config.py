@@ -72,6 +72,7 @@ class OptimConfig:
     lr_step_epochs: int = 40
     critic_lr: float | None = None  # default: lr
     critic_steps: int = 3  # critic updates per generator update (stage 2)
+    freeze_batch_norm: bool = False  # fine-tuning on small batches: the generator's BN keeps init_from's statistics
 
 
 @dataclass

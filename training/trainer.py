@@ -102,6 +102,20 @@ class Trainer:
         distributed.stop(self.processes)
         return list_checkpoints(self.run)[-1] if self.processes.is_main else None
 
+    def _training_mode(self) -> None:
+        """Train mode; with ``optim.freeze_batch_norm`` the batch norms stay in eval mode.
+
+        Batches of two 256-pixel crops give batch statistics unlike a whole slice's, and running
+        statistics that drift with the last few batches (a mean-HU bias at inference). Frozen, the
+        network trains as it will infer, on the statistics of the model it continues; the norms'
+        scales and shifts still learn.
+        """
+        self.generator.train()
+        if self.config.optim.freeze_batch_norm:
+            for module in self.generator.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
     def _out_of_time(self, session_start: float) -> bool:
         """True once this session has trained ``schedule.max_minutes`` (a bounded GPU lease, say)."""
         limit = self.config.schedule.max_minutes
@@ -174,6 +188,7 @@ class Trainer:
             )
         if end_of_epoch and self.validator is not None:
             self._log("validation.csv", {"step": self.step, **self.validator(distributed.unwrap(self.generator))})
+            self._training_mode()
         if self.step % schedule.checkpoint_every == 0:
             self._save()
 
@@ -263,7 +278,8 @@ class Trainer:
                     f"{config.model.to_dict()} (set model.* to match)"
                 )
             generator.load_state_dict(state)
-        self.generator = distributed.wrap(generator.to(self.device).train(), self.processes, self.device)
+        self.generator = distributed.wrap(generator.to(self.device), self.processes, self.device)
+        self._training_mode()
         optim = config.optim
         self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=optim.lr, betas=tuple(optim.betas))
         self.critic, self.c_optimizer, self.features = None, None, None
