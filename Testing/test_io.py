@@ -372,3 +372,15 @@ def test_pixel_tags_of_the_source_are_not_copied(dicom_series, tmp_path):
     written = write_volume(source, tmp_path / "derived")
     assert all("PixelPaddingValue" not in pydicom.dcmread(p) for p in written)
     assert "PixelPaddingValue" in dicom_write.PIXEL_TAGS
+
+
+def test_a_real_philips_series_with_an_undecodable_private_tag_is_written_as_a_derived_series(shared_ct, tmp_path):
+    # thorax-141 holds (01F1,1026), a DS string under a tag pydicom's private dictionary calls FD
+    source = read_volume(shared_ct / "thorax-141")
+    first = Volume(source.array[:3].copy(), source.spacing, source.origin, source.direction,
+                   {**source.metadata, "dicom_files": source.metadata["dicom_files"][:3]})
+    written = [pydicom.dcmread(p) for p in write_dicom_series(first, tmp_path / "out")]
+    original = pydicom.dcmread(first.metadata["dicom_files"][0])
+    assert len(written) == 3 and written[0].PatientID == original.PatientID
+    assert not any(element.tag.is_private for element in written[0])
+    np.testing.assert_array_equal(read_volume(tmp_path / "out").array, np.rint(first.array))

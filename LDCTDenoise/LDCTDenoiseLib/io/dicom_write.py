@@ -8,6 +8,7 @@ geometry of the volume. Pixels are int16 HU (RescaleSlope 1, RescaleIntercept 0)
 from __future__ import annotations
 
 import copy
+import logging
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from pydicom.valuerep import format_number_as_ds
 from ..atomic import atomic_folder
 from ..errors import OutputError
 from .volume import Volume
+
+logger = logging.getLogger(__name__)
 
 PYDICOM_MAJOR = int(pydicom.__version__.split(".")[0])
 
@@ -114,11 +117,23 @@ def _slice_dataset(
 
 
 def _copy_header(source: pydicom.Dataset) -> pydicom.Dataset:
+    """The source's public elements but pixel data and file meta; private ones are never decoded.
+
+    Vendors' private elements may not match pydicom's private dictionary (a Philips DS value under
+    a tag the dictionary calls FD): decoding them would fail, and a derived series leaves them out.
+    A public element that cannot be decoded is left out with a warning.
+    """
     dataset = pydicom.Dataset()
-    for element in source:
-        if element.tag.is_private or element.keyword in PIXEL_TAGS or element.tag.group == 0x0002:
+    for tag in source.keys():
+        if tag.is_private or tag.group == 0x0002:
             continue
-        dataset.add(copy.deepcopy(element))
+        try:
+            element = source[tag]
+        except Exception as error:  # pydicom raises several types for malformed values
+            logger.warning("left out %s of the source header: its value cannot be decoded (%s)", tag, error)
+            continue
+        if element.keyword not in PIXEL_TAGS:
+            dataset.add(copy.deepcopy(element))
     return dataset
 
 
