@@ -87,8 +87,8 @@ class OutOfMemoryAbove:
 
 
 def test_out_of_memory_halves_the_batch_and_gives_the_same_result(model, hu):
-    reference = denoise_volume(hu, model, EngineOptions(batch_size=1, compile="off"))
-    denoiser = VolumeDenoiser(model, EngineOptions(batch_size=8, compile="off"))
+    reference = denoise_volume(hu, model, EngineOptions(batch_size=1, compile="off", runtime="torch"))
+    denoiser = VolumeDenoiser(model, EngineOptions(batch_size=8, compile="off", runtime="torch"))
     flaky = OutOfMemoryAbove(denoiser.network, limit=2)
     denoiser._forward_for = lambda slices: flaky
     out = denoiser(hu)
@@ -97,7 +97,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_result(model, hu):
 
 
 def test_out_of_memory_with_one_slice_is_reported(model, hu):
-    denoiser = VolumeDenoiser(model, EngineOptions(batch_size=1, compile="off"))
+    denoiser = VolumeDenoiser(model, EngineOptions(batch_size=1, compile="off", runtime="torch"))
     denoiser._forward_for = lambda slices: OutOfMemoryAbove(denoiser.network, limit=0)
     with pytest.raises(torch.OutOfMemoryError, match="with a single slice"):
         denoiser(hu)

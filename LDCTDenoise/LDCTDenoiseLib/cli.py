@@ -14,7 +14,7 @@ import numpy as np
 from . import __version__
 from .alignment import REGISTRATIONS
 from .errors import InputError, LDCTError, OutputError
-from .inference import COMPILE_MODES, PRECISIONS, EngineOptions, VolumeDenoiser
+from .inference import COMPILE_MODES, PRECISIONS, RUNTIMES, EngineOptions, VolumeDenoiser
 from .io import Volume, check_output_format, read_volume, write_volume
 from .launcher import signals_answered
 from .metrics import DEFAULT_WINDOWS, Window
@@ -233,7 +233,7 @@ def _check_output(output: Path, input_path: Path | None, overwrite: bool) -> Non
 
 def _engine_options(args: argparse.Namespace) -> EngineOptions:
     return EngineOptions(device=args.device, precision=args.precision, batch_size=args.batch_size, compile=args.compile,
-                         strength=args.strength / 100)
+                         strength=args.strength / 100, runtime=args.runtime)
 
 
 def _report(summary: dict, as_json: bool) -> None:
@@ -245,7 +245,7 @@ def _report(summary: dict, as_json: bool) -> None:
         if key == "model":
             value = _model_line(value)
         elif key == "run":
-            value = (f"{value['slices']} slices on {value['device']} ({value['precision']}), "
+            value = (f"{value['slices']} slices on {value['device']} ({value['runtime']}, {value['precision']}), "
                      f"{value['slices_per_second']} slices/s, strength {value['strength_percent']:g} %")
         print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
 
@@ -294,7 +294,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--batch-size", type=int, help="slices per batch (default: from free GPU memory; 1 on CPU)")
         sub.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16/fp16 on GPU, fp32 on CPU")
         sub.add_argument("--compile", default="auto", choices=COMPILE_MODES,
-                         help="torch.compile (auto: on CPU for volumes of >= 100 slices)")
+                         help="torch.compile (auto: on CPU for volumes of >= 100 slices when ONNX Runtime is absent)")
+        sub.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                         help="auto: ONNX Runtime for fp32 on the CPU when installed, else torch")
         sub.add_argument("--strength", type=float, default=100.0, metavar="PERCENT",
                          help="how much of the network's correction to apply: 0 (the input) to 100 (default)")
 

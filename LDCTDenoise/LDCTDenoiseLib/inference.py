@@ -28,6 +28,7 @@ from .weights import LoadedModel, cache_dir
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MODES = ("auto", "on", "off")
+RUNTIMES = ("auto", "torch", "onnxruntime")  # auto: ONNX Runtime for fp32 on CPU when installed
 CPU_COMPILE_MIN_SLICES = 100  # below this, compiling (about a minute cold) does not pay on CPU
 # Estimated peak activations of one slice in bytes per pixel per base channel (fp32): about ten
 # full-resolution tensors of the first level's width live at once in the last up block, plus margin.
@@ -58,6 +59,7 @@ class EngineOptions:
     compile: str = "auto"  # torch.compile: auto uses it on CPU for large volumes
     channels_last: bool = True
     strength: float = 1.0  # fraction of the network's correction applied, 0 to 1
+    runtime: str = "auto"  # auto, torch, onnxruntime (CPU): see RUNTIMES
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 1.0:
@@ -66,6 +68,8 @@ class EngineOptions:
             raise InputError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
         if self.compile not in COMPILE_MODES:
             raise InputError(f"compile must be one of {COMPILE_MODES}; got {self.compile!r}")
+        if self.runtime not in RUNTIMES:
+            raise InputError(f"runtime must be one of {RUNTIMES}; got {self.runtime!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size must be >= 1; got {self.batch_size}")
 
@@ -114,7 +118,12 @@ class VolumeDenoiser:
         self.memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
         self.network = model.generator.to(self.device, memory_format=self.memory_format).eval()
         self._compiled: dict[tuple, Callable] = {}
+        self.onnx = self._onnx_correction()
         self.last_run: dict = {}
+
+    @property
+    def runtime(self) -> str:
+        return "onnxruntime" if self.onnx is not None else "torch"
 
     @property
     def header(self) -> dict[str, str]:
@@ -146,7 +155,7 @@ class VolumeDenoiser:
             raise InputError("the volume contains NaN or infinite values; fix or mask them before denoising")
         slices = hu.shape[0]
         batch = self._initial_batch_size(hu.shape[1:])
-        forward = self._forward_for(slices)
+        forward = self._forward_for(slices) if self.onnx is None else self.network
         output = np.empty(hu.shape, dtype=np.float32)
         started = time.perf_counter()
         done = 0
@@ -169,7 +178,7 @@ class VolumeDenoiser:
                 progress(done, slices)
         elapsed = time.perf_counter() - started
         self.last_run = {
-            "device": str(self.device), "precision": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device), "runtime": self.runtime, "precision": str(self.dtype).removeprefix("torch."),
             "batch_size": batch, "compiled": self._is_compiled(forward), "slices": slices,
             "seconds": round(elapsed, 3), "slices_per_second": round(slices / elapsed, 3) if elapsed else None,
             "strength_percent": round(100 * self.options.strength, 1),
@@ -179,15 +188,47 @@ class VolumeDenoiser:
     def _denoise_batch(self, forward: Callable, hu_batch: np.ndarray, batch: int) -> np.ndarray:
         norm = self.model.normalization
         network_in = norm.to_network(hu_batch)
+        scale = np.float32(norm.scale * self.options.strength)
+        if self.onnx is not None:
+            return np.asarray(hu_batch, dtype=np.float32) + self.onnx(network_in[:, None])[:, 0] * scale
         count = network_in.shape[0]
         if self._is_compiled(forward) and count < batch:  # keep one static shape: no recompiling
             network_in = np.concatenate([network_in, np.repeat(network_in[-1:], batch - count, axis=0)])
         x = torch.from_numpy(network_in).unsqueeze(1).to(self.device, memory_format=self.memory_format)
         with torch.inference_mode(), self._autocast():
             y = forward(x)
-        scale = np.float32(norm.scale * self.options.strength)
         correction = (y.float() - x).squeeze(1)[:count].cpu().numpy() * scale
         return np.asarray(hu_batch, dtype=np.float32) + correction
+
+    def _onnx_correction(self):
+        """ONNX Runtime's session when the options ask for it (or auto finds it worth it), else None.
+
+        auto takes it for fp32 on the CPU unless torch.compile was asked for; without ONNX
+        Runtime it says so once and runs torch. Asked for explicitly, its absence is an error.
+        """
+        from . import onnx_runtime
+
+        wanted = self.options.runtime
+        if wanted == "torch" or (wanted == "auto" and (self.device.type != "cpu" or self.dtype != torch.float32
+                                                       or self.options.compile == "on")):
+            return None
+        if wanted == "onnxruntime" and (self.device.type != "cpu" or self.dtype != torch.float32):
+            raise InputError(f"the onnxruntime runtime runs fp32 on the CPU; got {self.device} {self.dtype}: "
+                             "use --device cpu --precision fp32, or --runtime torch")
+        if not onnx_runtime.available():
+            if wanted == "onnxruntime":
+                raise InputError("--runtime onnxruntime needs ONNX Runtime and onnx: pip install onnxruntime onnx")
+            logger.info("ONNX Runtime is not installed: running torch on the CPU (slower; pip install "
+                        "onnxruntime onnx for the fast path)")
+            return None
+        try:
+            return onnx_runtime.OnnxCorrection(self.model)
+        except Exception as error:  # an export or session failure: torch runs the same model
+            if wanted == "onnxruntime":
+                raise
+            logger.warning("ONNX Runtime could not run this model (%s: %s); running torch",
+                           type(error).__name__, (str(error).strip().splitlines() or [""])[0])
+            return None
 
     def _autocast(self):
         enabled = self.dtype != torch.float32

@@ -42,6 +42,8 @@ PACKAGES = (
     Package("platformdirs", "platformdirs", "3"),
     Package("matplotlib", "matplotlib", "3.7"),
     Package("tqdm", "tqdm", "4.60"),
+    Package("onnxruntime", "onnxruntime", "1.17"),
+    Package("onnx", "onnx", "1.15"),
 )
 TORCH = Package("torch", "torch", "2.4")
 

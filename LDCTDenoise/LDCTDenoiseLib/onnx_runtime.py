@@ -1,0 +1,122 @@
+"""The CPU fast path: the generator's correction as an ONNX graph, run by ONNX Runtime.
+
+Chosen by measurement (``benchmarks/cpu_runtimes.py``, figures in ``benchmarks/RESULTS.md``). The
+graph is exported from the same safetensors at first use and cached in the user cache folder,
+keyed by the weights' SHA-256, with a checksum file beside it: a cached graph that fails its
+checksum is rebuilt, never run. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .atomic import write_atomically
+from .errors import WeightsError
+from .weights import LoadedModel, cache_dir, sha256_of
+
+GRAPH_VERSION = 1  # part of the cache key: raise it when the exported graph changes
+OPSET = 17
+logger = logging.getLogger(__name__)
+
+
+def available() -> bool:
+    """ONNX Runtime can run here, and onnx is there to export the graph (torch's exporter needs it)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def graph_path(model: LoadedModel) -> Path:
+    """Where the graph of these weights is cached: keyed by the weights file's SHA-256 (or the tensors')."""
+    key = model.manifest.get("sha256") or _tensors_sha256(model.generator)
+    return cache_dir() / "onnx" / f"{key[:32]}-v{GRAPH_VERSION}.onnx"
+
+
+def _tensors_sha256(network: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in network.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def verified_graph(model: LoadedModel) -> Path:
+    """The cached graph of ``model``, exported now if missing, rebuilt if it fails its checksum."""
+    path = graph_path(model)
+    checksum = path.with_suffix(".sha256")
+    if path.is_file() and checksum.is_file() and sha256_of(path) == checksum.read_text().strip():
+        return path
+    if path.exists():
+        logger.warning("the cached ONNX graph %s fails its checksum; exporting it again", path)
+    export_graph(model, path)
+    write_atomically(checksum, lambda tmp: tmp.write_text(sha256_of(path) + "\n"))
+    return path
+
+
+def export_graph(model: LoadedModel, path: Path) -> None:
+    """The correction ``residual(x)`` for (batch, 1, H, W) inputs, H and W multiples of the network's."""
+    network = _Correction(model.generator).eval()
+    side = 2 * model.generator.size_multiple
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    # torch >= 2.5 has two exporters; the TorchScript one handles this graph with no extra package
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+    def export(tmp: Path) -> None:
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation notices are not the user's business
+            torch.onnx.export(network, (torch.zeros(1, 1, side, side),), str(tmp), input_names=["x"],
+                              output_names=["correction"], opset_version=OPSET,
+                              dynamic_axes={"x": {0: "batch", 2: "rows", 3: "columns"},
+                                            "correction": {0: "batch", 2: "rows", 3: "columns"}}, **legacy)
+
+    write_atomically(path, export)
+
+
+class OnnxCorrection:
+    """The network's correction on numpy batches through an ONNX Runtime session (CPU)."""
+
+    def __init__(self, model: LoadedModel, threads: int | None = None) -> None:
+        import onnxruntime
+
+        self.multiple = model.generator.size_multiple
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or _cpu_count()
+        options.log_severity_level = 3
+        path = verified_graph(model)
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # a graph this ONNX Runtime cannot load
+            raise WeightsError(f"ONNX Runtime cannot load {path} ({type(error).__name__}); "
+                               "use --runtime torch, or delete that file to export it again") from None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Correction of (batch, 1, H, W) normalised slices of any H x W (padded by replication)."""
+        height, width = x.shape[-2:]
+        pad_h, pad_w = (-height) % self.multiple, (-width) % self.multiple
+        if pad_h or pad_w:
+            x = np.pad(x, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
+        (correction,) = self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})
+        return correction[..., :height, :width]
+
+
+class _Correction(torch.nn.Module):
+    """``generator.residual`` as a module of its own, so the exported graph holds only the network."""
+
+    def __init__(self, generator: torch.nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator.residual(x)
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
