@@ -228,7 +228,7 @@ def test_a_short_write_as_on_a_full_disk_is_an_error_and_leaves_nothing(tmp_path
     assert not (tmp_path / output).exists() and _leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("output", ["o.nrrd", "o-dicom"])
+@pytest.mark.parametrize("output", ["o.nrrd", "o.nii", "o.nii.gz", "o.mha", "o-dicom"])
 def test_sigterm_during_the_write_exits_143_and_leaves_nothing(tmp_path, tiny_model_dir, capsys, monkeypatch,
                                                                output):
     from LDCTDenoiseLib.io import dicom_write
