@@ -20,6 +20,8 @@ class MissingPackage:
         self._name, self._pip_name = name, pip_name
 
     def __getattr__(self, attribute: str):
+        if attribute.startswith("__"):  # introspection (copy, pickle, hasattr of protocols) sees no module
+            raise AttributeError(attribute)
         raise InputError(f"{self._name} is not installed, and reading or resampling images needs it: "
                          f"pip install {self._pip_name}")
 
