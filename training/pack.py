@@ -60,9 +60,10 @@ def pack_dataset(config: TrainConfig, out: Path, budget_mib: float, cache: Serie
     total_slices = sum(a["hu"].shape[0] for a in arrays.values())
     fraction = 1.0
     while True:
-        encoded = {name: _encoded(_thinned(a, fraction)) for name, a in arrays.items()}
+        thinned = {name: _thinned(a, fraction) for name, a in arrays.items()}
+        encoded = {name: _encoded(a) for name, a in thinned.items()}
         size = sum(len(blob) for blob in encoded.values())
-        if size <= budget_mib * MIB or all(_thinned(a, fraction)["hu"].shape[0] == 1 for a in arrays.values()):
+        if size <= budget_mib * MIB or all(a["hu"].shape[0] == 1 for a in thinned.values()):
             break
         fraction *= 0.9 * budget_mib * MIB / size
     if size > budget_mib * MIB:
@@ -77,7 +78,7 @@ def pack_dataset(config: TrainConfig, out: Path, budget_mib: float, cache: Serie
             writer.writerow(["patient", "subject", "ndct", "split"])
             for split, patient in chosen:
                 writer.writerow([patient.name, patient.person, f"{patient.name}.npz", split])
-                hu = _thinned(arrays[patient.name], fraction)["hu"]
+                hu = thinned[patient.name]["hu"]
                 packed.append(PackedSeries(patient.name, patient.person, split, hu.shape[0], hu.shape[1:],
                                            len(encoded[patient.name])))
     if sum(p.slices for p in packed) < total_slices:

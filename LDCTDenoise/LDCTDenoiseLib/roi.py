@@ -134,9 +134,7 @@ def box_outside_fraction(volume: Volume, box: Box | OrientedBox, points_per_axis
     unit = np.stack(np.meshgrid(u, u, u, indexing="ij"), axis=-1).reshape(-1, 3)
     corners = box.corners()  # index 4a + 2b + c is the corner (a, b, c) of the unit cube
     low, steps = corners[0], np.stack([corners[4] - corners[0], corners[2] - corners[0], corners[1] - corners[0]])
-    world = low + unit @ steps
-    matrix = volume.direction * np.asarray(volume.spacing)
-    ijk = np.linalg.solve(matrix, (world - np.asarray(volume.origin)).T).T
+    ijk = _world_to_index(volume, low + unit @ steps)
     size = np.asarray(volume.array.shape[::-1])
     inside = np.all((ijk >= -0.5) & (ijk <= size - 0.5), axis=1)
     return float(1.0 - inside.mean())
@@ -181,14 +179,19 @@ def hu_range_mask(volume: Volume, low: float, high: float, inside_body: bool = T
 
 def _index_block(volume: Volume, corners: np.ndarray) -> list[tuple[int, int]] | None:
     """The index ranges (k, j, i) that can hold voxel centres of the box, or None when none can."""
-    matrix = volume.direction * np.asarray(volume.spacing)  # columns: world step of i, j, k
-    ijk = np.linalg.solve(matrix, (corners - np.asarray(volume.origin)).T).T
+    ijk = _world_to_index(volume, corners)
     first, last = np.floor(ijk.min(0)).astype(int), np.ceil(ijk.max(0)).astype(int) + 1
     size = np.asarray(volume.array.shape[::-1])
     first, last = np.clip(first, 0, size), np.clip(last, 0, size)
     if np.any(last <= first):
         return None
     return [(int(first[a]), int(last[a])) for a in (2, 1, 0)]
+
+
+def _world_to_index(volume: Volume, points: np.ndarray) -> np.ndarray:
+    """Continuous (i, j, k) of LPS points (rows): the inverse of ``Volume.index_to_world``."""
+    matrix = volume.direction * np.asarray(volume.spacing)  # columns: world step of i, j, k
+    return np.linalg.solve(matrix, (np.asarray(points) - np.asarray(volume.origin)).T).T
 
 
 def _extent(volume: Volume) -> str:

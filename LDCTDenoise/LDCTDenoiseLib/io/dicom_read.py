@@ -122,17 +122,17 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, strict_
     series, dropped = _without_localizers(series)
     if dropped:
         notes.append(f"{dropped} localizer (scout) image(s) of series {series.uid} were left out")
-    slices, normal, steps = _sorted_slices(series)
+    slices, normal, distances, irregular = _sorted_slices(series)
+    steps = np.diff(distances)
     first = slices[0]
     shear, tag_tilt = _shear_deg(slices, normal), first.tilt_deg
-    irregular = _mildly_irregular(series, steps)
     _check_placeable(series, shear, tag_tilt, steps, irregular, strict_geometry)
     hu = np.empty((len(slices), first.rows, first.columns), dtype=np.float32)
     for index, geometry in enumerate(slices):
         hu[index] = _slice_hu(geometry.path, first.rows, first.columns)
     slice_step = float(np.median(steps)) if len(steps) else _thickness(series.headers[0])
     if irregular:
-        hu = _regular_along_normal(hu, np.array([(g.position - first.position) @ normal for g in slices]), slice_step)
+        hu = _regular_along_normal(hu, distances - distances[0], slice_step)
         notes.append(f"series {series.uid} has irregular slice spacing ({steps.min():.3f} to {steps.max():.3f} mm): "
                      f"resampled onto {hu.shape[0]} slices {slice_step:.3f} mm apart (linear interpolation along "
                      "the slice normal)")
@@ -218,8 +218,9 @@ def _check_modality(series: SeriesInfo) -> None:
         )
 
 
-def _sorted_slices(series: SeriesInfo) -> tuple[list[SliceGeometry], np.ndarray, np.ndarray]:
-    """Validated slice geometries ordered along the normal, the normal, and the steps between slices."""
+def _sorted_slices(series: SeriesInfo) -> tuple[list[SliceGeometry], np.ndarray, np.ndarray, bool]:
+    """Validated slice geometries ordered along the normal, the normal, their distances along it (mm),
+    and whether the spacing is mildly irregular (to be resampled)."""
     slices = [slice_geometry(header, path) for header, path in zip(series.headers, series.files)]
     first = slices[0]
     for other in slices[1:]:
@@ -232,9 +233,8 @@ def _sorted_slices(series: SeriesInfo) -> tuple[list[SliceGeometry], np.ndarray,
     distances = np.array([g.position @ normal for g in slices])
     order = np.argsort(distances, kind="stable")
     slices, distances = [slices[i] for i in order], distances[order]
-    steps = np.diff(distances)
-    _check_spacing(series, steps, distances)
-    return slices, normal, steps
+    irregular = _check_spacing(series, np.diff(distances), distances)
+    return slices, normal, distances, irregular
 
 
 def _shear_deg(slices: list[SliceGeometry], normal: np.ndarray) -> float:
@@ -325,9 +325,10 @@ def _regular_along_normal(hu: np.ndarray, distances: np.ndarray, step: float) ->
     return (1 - weight) * hu[upper - 1] + weight * hu[upper]
 
 
-def _check_spacing(series: SeriesInfo, steps: np.ndarray, distances: np.ndarray) -> None:
+def _check_spacing(series: SeriesInfo, steps: np.ndarray, distances: np.ndarray) -> bool:
+    """Refuse duplicates, missing slices and strong irregularity; True for a mildly irregular spacing."""
     if len(steps) == 0:
-        return
+        return False
     if np.any(steps < POSITION_TOLERANCE_MM):
         where = float(distances[1:][steps < POSITION_TOLERANCE_MM][0])
         raise InputError(
@@ -337,7 +338,7 @@ def _check_spacing(series: SeriesInfo, steps: np.ndarray, distances: np.ndarray)
     regular = float(np.min(steps))
     tolerance = max(POSITION_TOLERANCE_MM, 0.01 * regular)
     if np.all(np.abs(steps - regular) <= tolerance):
-        return
+        return False
     multiples = steps / regular
     if np.all(np.abs(multiples - np.round(multiples)) * regular <= tolerance):
         gap = int(np.argmax(steps))
@@ -346,6 +347,7 @@ def _check_spacing(series: SeriesInfo, steps: np.ndarray, distances: np.ndarray)
             f"series {series.uid} is missing {missing} slice(s): gap of {steps[gap]:.2f} mm after "
             f"{distances[gap]:.2f} mm where it steps {regular:.2f} mm. Re-export the complete series"
         )
+    return _mildly_irregular(series, steps)
 
 
 def _slice_hu(path: Path, rows: int, columns: int) -> np.ndarray:
