@@ -12,7 +12,7 @@ from skimage.metrics import structural_similarity
 from LDCTDenoiseLib.errors import WeightsError
 from training.config import LossConfig
 from training.critic import Critic
-from training.losses import critic_loss, gradient_penalty, ssim_loss, stage1_loss, structure_loss
+from training.losses import critic_loss, gradient_penalty, ssim_loss, structure_loss, supervised_loss
 from training.vgg import VGG19_FILE, load_perceptual, vgg19_features
 
 
@@ -26,16 +26,16 @@ def test_ssim_loss_is_one_minus_scikit_image_ssim():
     assert float(ssim_loss(as_tensor(noisy), as_tensor(clean))) == pytest.approx(1 - oracle, abs=1e-5)
 
 
-def test_stage1_loss_weights_l1_ssim_and_perceptual_as_the_paper():
+def test_supervised_loss_weights_l1_ssim_and_perceptual_as_the_paper():
     torch.manual_seed(0)
     output, target = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
     features = load_perceptual("random", layers=4)
-    terms = stage1_loss(output, target, LossConfig(), features)
+    terms = supervised_loss(output, target, LossConfig(), features)
     expected = terms["l1"] + 2 * terms["ssim"] + terms["perceptual"]
     assert float(terms["loss"]) == pytest.approx(float(expected))
     assert float(terms["l1"]) == pytest.approx(float((output - target).abs().mean()))
     assert float(terms["perceptual"]) > 0
-    without = stage1_loss(output, target, LossConfig(perceptual=0.0), features)
+    without = supervised_loss(output, target, LossConfig(perceptual=0.0), features)
     assert "perceptual" not in without
 
 

@@ -28,7 +28,7 @@ from training.config import NoiseConfig
 from training.data import load_patients
 from training.evaluate import evaluate, load_any_model
 from training.export import export_model
-from training.losses import stage1_loss
+from training.losses import supervised_loss
 from training.sampling import CropSpec, SlicePair, Stage1Crops, StepBatches
 from training.trainer import Trainer
 from training.volumes import SeriesCache
@@ -132,7 +132,7 @@ def _ddp_gradients(rank: int, world_size: int, port: int, model: Generator, cach
     (indices,) = StepBatches(4, 0, 1, processes.rank, processes.world_size)
     noisy = torch.stack([dataset[i]["input"] for i in indices])
     clean = torch.stack([dataset[i]["target"] for i in indices])
-    stage1_loss(wrapped(noisy), clean, tiny_training_config(phantom_dataset, cache).loss, None)["loss"].backward()
+    supervised_loss(wrapped(noisy), clean, tiny_training_config(phantom_dataset, cache).loss, None)["loss"].backward()
     if processes.is_main:
         torch.save({k: p.grad for k, p in model.named_parameters()}, out)
     distributed.stop(processes)
@@ -140,7 +140,7 @@ def _ddp_gradients(rank: int, world_size: int, port: int, model: Generator, cach
 
 def test_ddp_on_two_gloo_processes_matches_single_process_gradients(phantom_dataset, tmp_path):
     torch.manual_seed(0)
-    model = Generator(tiny_training_config(phantom_dataset, tmp_path).model).train()
+    model = Generator(tiny_training_config(phantom_dataset, tmp_path).network_config).train()
     reference = copy.deepcopy(model)
     _dataset(tmp_path / "cache", phantom_dataset)  # decode once before the processes start
     mp.spawn(_ddp_gradients, args=(2, _free_port(), model, tmp_path / "cache", phantom_dataset, tmp_path / "g.pt"),
@@ -154,7 +154,7 @@ def test_ddp_on_two_gloo_processes_matches_single_process_gradients(phantom_data
         (indices,) = StepBatches(4, 0, 1, rank, 2)
         noisy = torch.stack([dataset[i]["input"] for i in indices])
         clean = torch.stack([dataset[i]["target"] for i in indices])
-        (stage1_loss(reference(noisy), clean, config, None)["loss"] / 2).backward()
+        (supervised_loss(reference(noisy), clean, config, None)["loss"] / 2).backward()
     for name, parameter in reference.named_parameters():
         torch.testing.assert_close(ddp[name], parameter.grad, rtol=1e-5, atol=1e-7)
 

@@ -13,6 +13,7 @@ import torch
 
 from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.errors import InputError, WeightsError
+from LDCTDenoiseLib.networks import DEFAULT_ARCHITECTURE
 from LDCTDenoiseLib.weights import MANIFEST_NAME, load_model
 
 CHECKPOINTS = "checkpoints"
@@ -72,11 +73,16 @@ def is_exported_model(path: Path) -> bool:
     return (path / MANIFEST_NAME).is_file() or path.name == MANIFEST_NAME or path.suffix == ".safetensors"
 
 
-def generator_state(source: str | Path) -> tuple[dict, dict]:
-    """(state dict, model config) of a generator from a checkpoint, a run folder or an exported model."""
+def generator_state(source: str | Path) -> tuple[dict, dict, str]:
+    """(state dict, model config, architecture) of a network from a checkpoint, a run folder or an exported model."""
     source = Path(source).expanduser()
     if is_exported_model(source):
         loaded = load_model(source)
-        return loaded.generator.state_dict(), dict(loaded.manifest["config"])
+        return loaded.generator.state_dict(), dict(loaded.manifest["config"]), loaded.manifest["architecture"]
     state = load_checkpoint(source)
-    return state["generator"], dict(state["config"]["model"])
+    return state["generator"], dict(state["config"]["model"]), checkpoint_architecture(state)
+
+
+def checkpoint_architecture(state: dict) -> str:
+    """The architecture a checkpoint trained (checkpoints from before the registry trained Hu et al.'s)."""
+    return state["config"].get("architecture", DEFAULT_ARCHITECTURE)

@@ -1,4 +1,4 @@
-"""``ldct-train``: stage1 | stage2 (train), export (model folder), evaluate, prepare (caches), pack (for a GPU)."""
+"""``ldct-train``: train | stage1 | stage2, finetune, export (model folder), evaluate, prepare, pack (for a GPU)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .config import load_config
 from .data import load_patients, split_patients
 from .evaluate import evaluate, load_any_model, markdown_table
 from .export import export_model
+from .methods import METHODS
 from .pack import DEVICE_TREE_LIMIT_MIB, pack_dataset, travelling_mib
 from .trainer import Trainer
 from .volumes import SeriesCache, training_volumes
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train_command(args: argparse.Namespace) -> None:
-    config = load_config(args.config, args.set + [f"stage={args.stage}"])
+    config = load_config(args.config, args.set + ([f"stage={args.stage}"] if args.stage else []))
     run = Path(args.out) if args.out else RUNS / config.name
     if args.resume is None and (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir()):
         raise LDCTError(f"{run} already holds checkpoints; pass --resume to continue it or --out NEW_FOLDER")
@@ -43,6 +44,14 @@ def train_command(args: argparse.Namespace) -> None:
     last = Trainer(config, run, resume, quiet=args.quiet).train()
     if last is not None:
         print(f"ldct-train: {config.stage} finished; last checkpoint {last}")
+
+
+def methods_command(args: argparse.Namespace) -> None:
+    for entry in METHODS.values():
+        print(f"{entry.name} ({entry.architecture}): {entry.summary}")
+        print(f"    {entry.reference}")
+        presets = ", ".join(entry.presets) or "training/presets (paper-stage1, paper-stage2, cpu-*, gpu-*)"
+        print(f"    presets: {presets}")
 
 
 def export_command(args: argparse.Namespace) -> None:
@@ -103,6 +112,14 @@ def pack_command(args: argparse.Namespace) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ldct-train", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    command = commands.add_parser("train", help="train any method's preset at the stage it names (see methods)")
+    _config_arguments(command)
+    command.add_argument("--out", help="run folder (default runs/<config name>)")
+    command.add_argument("--resume", nargs="?", const="last",
+                         help="continue from a checkpoint (default: the run's last)")
+    command.set_defaults(run=train_command, stage=None)
+    command = commands.add_parser("methods", help="list the methods and their presets")
+    command.set_defaults(run=methods_command)
     for stage, summary in (("stage1", "pretrain on NDCT + noise"), ("stage2", "WGAN-GP on unaligned LDCT/NDCT")):
         command = commands.add_parser(stage, help=summary)
         _config_arguments(command)

@@ -15,9 +15,10 @@ from typing import Any
 import yaml
 
 from LDCTDenoiseLib.errors import InputError
-from LDCTDenoiseLib.model import GeneratorConfig
+from LDCTDenoiseLib.networks import DEFAULT_ARCHITECTURE, architecture
 
 PRESETS = Path(__file__).resolve().parent / "presets"
+METHOD_PRESETS = Path(__file__).resolve().parent / "methods"  # <method>/presets/*.yaml
 PATH_KEYS = {("data", "dataset"), ("data", "cache"), ("loss", "vgg_weights"), ("init_from",)}
 
 
@@ -57,6 +58,9 @@ class LossConfig:
     l1: float = 1.0
     ssim: float = 2.0
     perceptual: float = 1.0  # 0 disables the VGG-19 term explicitly
+    mse: float = 0.0  # mean squared error (normalised units), the U-Net's and the *-MSE ablations' loss
+    adversarial: float = 1.0  # stage gan: weight of -E[D(G(z))] beside the supervised terms
+    structure_aware: float = 0.0  # StructKPN: L2 / SSIM / L1 weighted per pixel by the target's structure
     vgg_weights: str | None = None  # vgg19-dcbb9e9d.pth; None: search the usual places; "random": tests only
     vgg_layers: int = 35  # torchvision features[:35], up to conv5_4 (Yang et al.)
     gradient_penalty: float = 10.0
@@ -71,6 +75,7 @@ class OptimConfig:
     lr_gamma: float = 0.7
     lr_step_epochs: int = 40
     critic_lr: float | None = None  # default: lr
+    critic_betas: list[float] = field(default_factory=list)  # default: betas
     critic_steps: int = 3  # critic updates per generator update (stage 2)
     freeze_batch_norm: bool = False  # fine-tuning on small batches: the generator's BN keeps init_from's statistics
 
@@ -108,12 +113,15 @@ class ValidationConfig:
 @dataclass
 class TrainConfig:
     name: str = "run"
+    method: str = "hu2024"  # training.methods: whose recipe this is (recorded in the exported manifest)
+    # stage1: supervised, aligned pairs; stage2: WGAN-GP, unaligned pairs; gan: WGAN-GP + supervised, aligned pairs
     stage: str = "stage1"
     seed: int = 0
     device: str = "auto"
     amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
     init_from: str | None = None  # generator weights to start from: a run folder, checkpoint or exported model
-    model: GeneratorConfig = field(default_factory=GeneratorConfig)
+    architecture: str = DEFAULT_ARCHITECTURE  # LDCTDenoiseLib.networks
+    model: dict = field(default_factory=dict)  # the architecture's settings; missing ones take its defaults
     data: DataConfig = field(default_factory=DataConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -124,6 +132,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def network_config(self):
+        """The validated config of ``architecture`` from ``model`` (an InputError names the problem)."""
+        try:
+            return architecture(self.architecture).config(self.model)
+        except ValueError as error:
+            raise InputError(f"model ({self.architecture}): {error}") from None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -139,10 +155,10 @@ def preset_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
-    bundled = PRESETS / f"{name_or_path}.yaml"
-    if bundled.is_file():
-        return bundled
-    names = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+    for bundled in [PRESETS / f"{name_or_path}.yaml", *METHOD_PRESETS.glob(f"*/presets/{name_or_path}.yaml")]:
+        if bundled.is_file():
+            return bundled
+    names = ", ".join(sorted(p.stem for p in [*PRESETS.glob("*.yaml"), *METHOD_PRESETS.glob("*/presets/*.yaml")]))
     raise InputError(f"no config file {path} and no bundled preset of that name (presets: {names})")
 
 
@@ -159,7 +175,9 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
         if tuple(key.split(".")) in PATH_KEYS and value is not None:
             value = str(Path(value).expanduser().resolve())
         _set(values, key.split("."), value)
-    return _build(TrainConfig, values, "")
+    config = _build(TrainConfig, values, "")
+    config.network_config  # noqa: B018 - validated here, so a bad model section fails before any work
+    return config
 
 
 def save_config(config: TrainConfig, path: Path) -> None:

@@ -8,31 +8,35 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from LDCTDenoiseLib.errors import InputError, WeightsError
-from LDCTDenoiseLib.model import Generator, GeneratorConfig
+from LDCTDenoiseLib.networks import architecture
 from LDCTDenoiseLib.normalization import Normalization
 from LDCTDenoiseLib.weights import DEFAULT_MODEL, save_model, sha256_of
 
-from .checkpoint import load_checkpoint
+from .checkpoint import checkpoint_architecture, load_checkpoint
+from .methods import method
 
-PAPER = "Hu et al., Quant Imaging Med Surg 2024;14(1):335-351, doi 10.21037/qims-23-403"
 
-
-def generator_from_checkpoint(state: dict) -> Generator:
-    generator = Generator(GeneratorConfig.from_dict(state["config"]["model"]))
+def generator_from_checkpoint(state: dict) -> nn.Module:
+    """The trained network of a checkpoint, of whichever registered architecture it trained."""
+    generator = architecture(checkpoint_architecture(state)).build(state["config"]["model"])
     generator.load_state_dict(state["generator"])
     return generator.eval()
 
 
 def export_model(
-    checkpoint: str | Path, out: str | Path, half: bool = False, name: str = DEFAULT_MODEL, extra: dict | None = None
+    checkpoint: str | Path, out: str | Path, half: bool = False, name: str = DEFAULT_MODEL, extra: dict | None = None,
+    summary: str = "",
 ) -> Path:
     """Write ``out/manifest.json`` + ``out/generator.safetensors``; returns the manifest path."""
     state = load_checkpoint(checkpoint)
     config = state["config"]
+    recipe = method(config.get("method", "hu2024"))
     provenance = {
-        "method": PAPER,
+        "method": recipe.reference,
+        "method_name": recipe.name,
         "stage": state["stage"],
         "steps": state["step"],
         "training_seconds": round(float(state.get("seconds", 0.0)), 1),
@@ -51,6 +55,7 @@ def export_model(
         provenance,
         name=name,
         half=half,
+        summary=summary or f"{recipe.name}: {recipe.summary} ({state['stage']}, {state['step']} steps)",
     )
 
 

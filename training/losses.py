@@ -1,4 +1,4 @@
-"""Losses of both stages: L1 + SSIM + perceptual (stage 1), WGAN-GP critic and generator (stage 2)."""
+"""Losses of every stage: supervised terms (L1, SSIM, MSE, perceptual, structure-aware), WGAN-GP critic, generator."""
 
 from __future__ import annotations
 
@@ -40,14 +40,26 @@ def perceptual_loss(features: nn.Module, output: Tensor, target: Tensor) -> Tens
     return F.mse_loss(features(output), wanted)
 
 
-def stage1_loss(output: Tensor, target: Tensor, weights: LossConfig, features: nn.Module | None) -> dict[str, Tensor]:
-    """The paper's pretraining loss ``L1 + 2 (1 - SSIM) + perceptual``, with each term reported."""
-    terms = {"l1": F.l1_loss(output, target), "ssim": ssim_loss(output, target)}
-    total = weights.l1 * terms["l1"] + weights.ssim * terms["ssim"]
-    if weights.perceptual > 0 and features is not None:
-        terms["perceptual"] = perceptual_loss(features, output, target)
-        total = total + weights.perceptual * terms["perceptual"]
-    terms["loss"] = total
+def supervised_loss(
+    output: Tensor, target: Tensor, weights: LossConfig, features: nn.Module | None
+) -> dict[str, Tensor]:
+    """The weighted sum of the supervised terms with a non-zero weight, each term reported.
+
+    Hu et al.'s pretraining is ``L1 + 2 (1 - SSIM) + perceptual``; the U-Net and the *-MSE ablations
+    use MSE; WGAN-VGG 0.1 x perceptual (beside the adversarial term); StructKPN its structure-aware loss.
+    """
+    from .methods.structkpn.loss import structure_aware_loss
+
+    available = {
+        "l1": lambda: F.l1_loss(output, target),
+        "ssim": lambda: ssim_loss(output, target),
+        "mse": lambda: F.mse_loss(output, target),
+        "perceptual": lambda: perceptual_loss(features, output, target),
+        "structure_aware": lambda: structure_aware_loss(output, target),
+    }
+    terms = {name: term() for name, term in available.items()
+             if getattr(weights, name) > 0 and (name != "perceptual" or features is not None)}
+    terms["loss"] = sum((getattr(weights, name) * value for name, value in terms.items()), output.new_zeros(()))
     return terms
 
 

@@ -1,7 +1,8 @@
-"""The training loop of both stages: data, optimisation, checkpoints, exact resume, logs, validation.
+"""The training loop of every method and stage: data, optimisation, checkpoints, exact resume, logs, validation.
 
-A step of stage 1 is one generator update on one batch. A step of stage 2 is ``critic_steps``
-critic updates, each on a fresh batch, then one generator update on the last batch's LDCT.
+A step of stage 1 is one generator update on one batch. A step of stage 2 (unaligned pairs) or of
+``gan`` (aligned pairs, supervised terms beside the adversarial one: WGAN-VGG, WGAN-MSE) is
+``critic_steps`` critic updates, each on a fresh batch, then one generator update on the last batch.
 An epoch is ``epoch_samples / batch`` steps; learning rates decay every ``lr_step_epochs`` epochs.
 """
 
@@ -19,7 +20,7 @@ from tqdm import tqdm
 
 from LDCTDenoiseLib.errors import Cancelled, InputError
 from LDCTDenoiseLib.inference import resolve_device, resolve_precision
-from LDCTDenoiseLib.model import Generator, GeneratorConfig
+from LDCTDenoiseLib.networks import architecture
 from LDCTDenoiseLib.normalization import Normalization
 from LDCTDenoiseLib.simulation.scanner import FILTERS
 
@@ -28,13 +29,15 @@ from .checkpoint import generator_state, list_checkpoints, load_checkpoint, save
 from .config import TrainConfig, save_config
 from .critic import Critic
 from .data import Patient, load_patients, split_patients
-from .losses import critic_loss, generator_adversarial_loss, stage1_loss, structure_loss
+from .losses import critic_loss, generator_adversarial_loss, structure_loss, supervised_loss
+from .methods import method
 from .sampling import SAMPLE_FIELDS, CropSpec, Stage1Crops, Stage2Pairs, StepBatches
 from .validation import Validator
 from .vgg import load_perceptual
 from .volumes import SeriesCache, training_volumes
 
-STAGES = ("stage1", "stage2")
+STAGES = ("stage1", "stage2", "gan")
+ADVERSARIAL = ("stage2", "gan")
 
 
 class Trainer:
@@ -45,6 +48,7 @@ class Trainer:
     ) -> None:
         if config.stage not in STAGES:
             raise InputError(f"stage must be one of {STAGES}; got {config.stage!r}")
+        method(config.method)
         if config.data.dataset is None:
             raise InputError("no dataset: set data.dataset in the config or pass --set data.dataset=PATH")
         self.config, self.run, self.quiet = config, Path(run), quiet
@@ -133,7 +137,7 @@ class Trainer:
             self._record_samples(batch["params"])
         noisy, clean = batch["input"].to(self.device), batch["target"].to(self.device)
         with self._autocast():
-            terms = stage1_loss(self.generator(noisy).float(), clean, self.config.loss, self.features)
+            terms = supervised_loss(self.generator(noisy).float(), clean, self.config.loss, self.features)
         self._update(self.g_optimizer, terms["loss"])
         return {k: float(v.detach()) for k, v in terms.items()}
 
@@ -149,12 +153,17 @@ class Trainer:
         with self._autocast():
             fake = self.generator(noisy).float()
             adversarial = generator_adversarial_loss(self.critic, fake)
-            loss = adversarial
+            loss = weights.adversarial * adversarial
             if weights.structure > 0:
                 loss = loss + weights.structure * structure_loss(fake, noisy, weights.structure_sigma_px)
+            supervised = {}
+            if self.config.stage == "gan":  # aligned pairs: the supervised terms apply to the last batch
+                supervised = supervised_loss(fake, clean, weights, self.features)
+                loss = loss + supervised.pop("loss")
         self._update(self.g_optimizer, loss)
-        critic_terms = {k: float(v.detach()) for k, v in critic_terms.items()}
-        return {"generator": float(loss.detach()), "adversarial": float(adversarial.detach()), **critic_terms}
+        reported = {**critic_terms, **supervised}
+        return {"generator": float(loss.detach()), "adversarial": float(adversarial.detach()),
+                **{k: float(v.detach()) for k, v in reported.items()}}
 
     def _update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -269,13 +278,14 @@ class Trainer:
     def _build_models(self) -> None:
         config = self.config
         torch.manual_seed(config.seed)  # the same initial weights on every process
-        generator = Generator(config.model)
+        entry = architecture(config.architecture)
+        generator = entry.build(config.network_config)
         if config.init_from:
-            state, model_config = generator_state(config.init_from)
-            if GeneratorConfig.from_dict(model_config) != config.model:
+            state, model_config, source_architecture = generator_state(config.init_from)
+            if source_architecture != entry.name or entry.config(model_config) != config.network_config:
                 raise InputError(
-                    f"init_from has generator config {model_config}; this run's model is "
-                    f"{config.model.to_dict()} (set model.* to match)"
+                    f"init_from is a {source_architecture} with config {model_config}; this run's model is a "
+                    f"{entry.name} with {config.network_config.to_dict()} (set architecture and model.* to match)"
                 )
             generator.load_state_dict(state)
         self.generator = distributed.wrap(generator.to(self.device), self.processes, self.device)
@@ -284,13 +294,12 @@ class Trainer:
         self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=optim.lr, betas=tuple(optim.betas))
         self.critic, self.c_optimizer, self.features = None, None, None
         optimizers = [self.g_optimizer]
-        if config.stage == "stage2":
+        if config.stage in ADVERSARIAL:
             self.critic = distributed.wrap(Critic(config.data.crop).to(self.device), self.processes, self.device)
-            self.c_optimizer = torch.optim.Adam(
-                self.critic.parameters(), lr=optim.critic_lr or optim.lr, betas=tuple(optim.betas)
-            )
+            self.c_optimizer = torch.optim.Adam(self.critic.parameters(), lr=optim.critic_lr or optim.lr,
+                                                betas=tuple(optim.critic_betas or optim.betas))
             optimizers.append(self.c_optimizer)
-        elif config.loss.perceptual > 0:
+        if config.loss.perceptual > 0 and config.stage != "stage2":
             self.features = load_perceptual(config.loss.vgg_weights, config.loss.vgg_layers).to(self.device)
         self.schedulers = [torch.optim.lr_scheduler.StepLR(o, optim.lr_step_epochs, optim.lr_gamma) for o in optimizers]
         self.epsilon_rng = torch.Generator().manual_seed(config.seed * 1000 + self.processes.rank)
@@ -307,9 +316,9 @@ class Trainer:
         if self.processes.is_main:
             self.processes.barrier()
         crops = CropSpec(config.data.crop, config.seed, self.normalization, config.data.min_tissue_fraction)
-        if config.stage == "stage1":
+        if config.stage != "stage2":
             dataset = Stage1Crops(volumes, crops, config.noise, config.data)
-            per_step = 1
+            per_step = config.optim.critic_steps if config.stage == "gan" else 1
         else:
             dataset = Stage2Pairs(volumes, crops, config.stage2, config.noise, config.data)
             per_step = config.optim.critic_steps

@@ -19,7 +19,7 @@ from .io import Volume, check_output_format, read_volume, write_volume
 from .launcher import signals_answered
 from .metrics import DEFAULT_WINDOWS, Window
 from .simulation import FILTERS, ProjectionNoise, ScannerNoise, make_phantom, simulate_low_dose
-from .weights import find_model, model_search_paths
+from .weights import find_model, installed_models, model_search_paths
 
 # The demo's low-dose scan: about a quarter dose on a clinical scanner (40 HU more noise at the body
 # centre, a standard kernel, 984 views, bowtie and tube-current modulation).
@@ -130,6 +130,13 @@ def info_command(args: argparse.Namespace) -> dict:
         "auto_device": str(resolve_device("auto")), "cpu_threads": torch.get_num_threads(),
         "models_searched": models,
     }
+
+
+def models_command(args: argparse.Namespace) -> dict:
+    """Every model that loads by name, with its architecture and one-line summary."""
+    return {"command": "models", "models": {
+        model.name: {"architecture": model.architecture, "summary": model.summary, "folder": str(model.folder)}
+        for model in installed_models()}}
 
 
 def demo_command(args: argparse.Namespace) -> dict:
@@ -254,7 +261,8 @@ def _model_line(described: dict) -> str:
     """Name, method, stage, steps and training data of a model manifest, in one line."""
     provenance = described.get("provenance") or {}
     dataset = ((provenance.get("config") or {}).get("data") or {}).get("dataset")
-    facts = [str(provenance[key]).split(",")[0] for key in ("method", "stage") if provenance.get(key)]
+    method = provenance.get("method_name") or str(provenance.get("method") or "").split(",")[0]
+    facts = [fact for fact in (method, provenance.get("stage")) if fact]
     if provenance.get("steps"):
         facts.append(f"{provenance['steps']} steps")
     if dataset:
@@ -289,7 +297,9 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     def engine(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--weights", type=Path, help="model folder or manifest.json (default: bundled/cache)")
+        sub.add_argument("--model", "--weights", dest="weights", metavar="NAME|PATH",
+                         help="an installed model's name (see `ldct-denoise models`) or a model folder / "
+                              "manifest.json (default: the bundled model)")
         sub.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps")
         sub.add_argument("--batch-size", type=int, help="slices per batch (default: from free GPU memory; 1 on CPU)")
         sub.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16/fp16 on GPU, fp32 on CPU")
@@ -352,6 +362,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", required=True, type=Path, help="new folder for CSV, JSON, table.md and figures")
 
     command("info", info_command, "show devices, torch and where models are looked for")
+    command("models", models_command, "list the installed models (usable as --model NAME)")
 
     sub = command("demo", demo_command, "simulate low dose on real CT (or a phantom) and denoise it")
     sub.add_argument("--out", default="demo-output", help="folder for the volumes and summary.json")

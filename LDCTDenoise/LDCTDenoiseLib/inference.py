@@ -24,15 +24,13 @@ import torch
 
 from .errors import Cancelled, InputError
 from .io import Volume
+from .networks import architecture_of
 from .weights import LoadedModel, cache_dir
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MODES = ("auto", "on", "off")
 RUNTIMES = ("auto", "torch", "onnxruntime")  # auto: ONNX Runtime for fp32 on CPU when installed
 CPU_COMPILE_MIN_SLICES = 100  # below this, compiling (about a minute cold) does not pay on CPU
-# Estimated peak activations of one slice in bytes per pixel per base channel (fp32): about ten
-# full-resolution tensors of the first level's width live at once in the last up block, plus margin.
-BYTES_PER_PIXEL_PER_WIDTH = 48
 ProgressCallback = Callable[[int, int], None]
 logger = logging.getLogger(__name__)
 
@@ -243,7 +241,8 @@ class VolumeDenoiser:
             return 4
         free, _total = torch.cuda.mem_get_info(self.device)
         bytes_per_element = 4 if self.dtype == torch.float32 else 2
-        per_slice = BYTES_PER_PIXEL_PER_WIDTH * self.model.generator.config.base_width
+        network = self.model.generator
+        per_slice = architecture_of(network).bytes_per_pixel(network.config)  # estimated fp32 peak per pixel
         per_slice *= image_shape[0] * image_shape[1] * bytes_per_element // 4
         return int(np.clip(0.5 * free // per_slice, 1, 64))
 

@@ -17,17 +17,18 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .atomic import write_atomically
 from .errors import NoModelError, WeightsError
-from .model import Generator, GeneratorConfig
+from .networks import DEFAULT_ARCHITECTURE, architecture, architecture_of
 from .normalization import Normalization
 from .resources import resources_dirs
 
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "generator.safetensors"
 FORMAT = "ldctdenoise-weights/1"
-ARCHITECTURE = "attention-residual-unet"
+CARD_NAME = "MODEL_CARD.md"
 DEFAULT_MODEL = "default"
 CACHE_ENV = "LDCTDENOISE_CACHE_DIR"
 WEIGHTS_ENV = "LDCTDENOISE_WEIGHTS"
@@ -35,9 +36,9 @@ WEIGHTS_ENV = "LDCTDENOISE_WEIGHTS"
 
 @dataclass
 class LoadedModel:
-    """A generator ready for inference, with the manifest it came from."""
+    """A network ready for inference (any registered architecture), with the manifest it came from."""
 
-    generator: Generator
+    generator: nn.Module
     normalization: Normalization
     manifest: dict
     folder: Path | None = None
@@ -46,6 +47,7 @@ class LoadedModel:
     def describe(self) -> dict:
         return {
             "name": self.name,
+            "architecture": self.manifest.get("architecture", DEFAULT_ARCHITECTURE),
             "folder": str(self.folder) if self.folder else None,
             "sha256": self.manifest.get("sha256"),
             "config": self.manifest.get("config"),
@@ -63,16 +65,19 @@ def sha256_of(path: Path) -> str:
 
 
 def save_model(
-    generator: Generator,
+    generator: nn.Module,
     folder: str | Path,
     normalization: Normalization,
     provenance: dict,
     name: str = DEFAULT_MODEL,
     half: bool = False,
+    summary: str = "",
 ) -> Path:
     """Write ``generator.safetensors`` and ``manifest.json`` into folder; returns the manifest.
 
-    ``half`` stores fp16 tensors (half the size); they are cast back to fp32 on loading.
+    The manifest names the network's registered architecture and its config. ``half`` stores fp16
+    tensors (half the size); they are cast back to fp32 on loading. ``summary`` is the one line the
+    model lists show.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,7 +90,8 @@ def save_model(
     manifest = {
         "format": FORMAT,
         "name": name,
-        "architecture": ARCHITECTURE,
+        "architecture": architecture_of(generator).name,
+        "summary": summary,
         "config": generator.config.to_dict(),
         "normalization": normalization.to_dict(),
         "weights_file": WEIGHTS_NAME,
@@ -126,7 +132,7 @@ def load_model(path: str | Path) -> LoadedModel:
     missing, unexpected = _key_mismatch(generator, state)
     if missing or unexpected:
         raise WeightsError(
-            f"{weights_path} does not fit the {ARCHITECTURE} with config {config.to_dict()}: "
+            f"{weights_path} does not fit the {manifest['architecture']} with config {config.to_dict()}: "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     generator.load_state_dict(state)
@@ -163,10 +169,12 @@ def model_search_paths(name: str = DEFAULT_MODEL) -> list[Path]:
 def find_model(weights: str | Path | None = None, name: str = DEFAULT_MODEL) -> LoadedModel:
     """Load the explicit weights, else ``$LDCTDENOISE_WEIGHTS``, else the first model found on the search path.
 
-    A ``$LDCTDENOISE_WEIGHTS`` that names no model is an error, never a silent fall-back to another model.
+    ``weights`` is a model folder, manifest or weights file, or the name of an installed model
+    (``wgan-vgg``: see :func:`installed_models`). A ``$LDCTDENOISE_WEIGHTS`` that names no model is an
+    error, never a silent fall-back to another model.
     """
     if weights is not None:
-        return load_model(weights)
+        return _installed(str(weights)) if is_model_name(weights) else load_model(weights)
     if os.environ.get(WEIGHTS_ENV):
         try:
             return load_model(Path(os.environ[WEIGHTS_ENV]).expanduser())
@@ -183,6 +191,67 @@ def find_model(weights: str | Path | None = None, name: str = DEFAULT_MODEL) -> 
         "subpackage (training/; see README, 'Models'), then pass --weights MODEL_FOLDER or copy the "
         f"folder to {cache_dir() / 'models' / name}"
     )
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    """A model folder found by name: bundled (``Resources/Models``) or in the user cache."""
+
+    name: str
+    folder: Path
+    architecture: str
+    summary: str
+
+
+def installed_models() -> list[InstalledModel]:
+    """Every model that loads by name, in search order; the first folder of a name wins.
+
+    Folders without a readable manifest are left out (a half-copied folder does not break the list).
+    """
+    found: dict[str, InstalledModel] = {}
+    for root in _model_roots():
+        for manifest_path in sorted(root.glob(f"*/{MANIFEST_NAME}")):
+            folder = manifest_path.parent
+            if folder.name in found:
+                continue
+            try:
+                manifest = _read_manifest(manifest_path)
+            except WeightsError:
+                continue
+            found[folder.name] = InstalledModel(folder.name, folder, manifest["architecture"],
+                                                model_summary(manifest, folder))
+    return list(found.values())
+
+
+def model_summary(manifest: dict, folder: Path) -> str:
+    """One line for model lists: the manifest's summary, else the card's title, else the architecture's."""
+    if manifest.get("summary"):
+        return str(manifest["summary"])
+    card = folder / CARD_NAME
+    if card.is_file():
+        title = card.read_text(errors="replace").partition("\n")[0].lstrip("# ").strip()
+        return title.removeprefix("Model card:").strip()
+    return architecture(manifest["architecture"]).summary
+
+
+def is_model_name(spec: str | Path) -> bool:
+    """A bare word that is not an existing path (``wgan-vgg``), as opposed to a folder or file."""
+    text = str(spec)
+    return bool(text) and not Path(text).expanduser().exists() and "/" not in text and "\\" not in text \
+        and not text.endswith((".json", ".safetensors"))
+
+
+def _installed(name: str) -> LoadedModel:
+    for root in _model_roots():
+        if (root / name / MANIFEST_NAME).is_file():
+            return load_model(root / name)
+    names = ", ".join(model.name for model in installed_models()) or "none"
+    raise NoModelError(f"no installed model named {name!r} (installed: {names}); give a model folder instead, or "
+                       f"copy one to {cache_dir() / 'models' / name}")
+
+
+def _model_roots() -> list[Path]:
+    return [folder / "Models" for folder in resources_dirs()] + [cache_dir() / "models"]
 
 
 def _manifest_path(path: Path) -> Path:
@@ -210,11 +279,10 @@ def _read_manifest(path: Path) -> dict:
         raise WeightsError(f"cannot read model manifest {path}: {error}") from error
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise WeightsError(f"{path} is not an LDCTDenoise model manifest (format {FORMAT})")
-    if manifest.get("architecture") != ARCHITECTURE:
-        raise WeightsError(
-            f"{path} describes architecture {manifest.get('architecture')!r}; "
-            f"this version runs {ARCHITECTURE!r} only"
-        )
+    try:
+        architecture(manifest.get("architecture"))
+    except ValueError as error:
+        raise WeightsError(f"{path}: {error}; update LDCTDenoise to run it") from None
     required = ("config", "normalization", "weights_file", "sha256")
     missing = [key for key in required if key not in manifest]
     if missing:
@@ -222,14 +290,17 @@ def _read_manifest(path: Path) -> dict:
     return manifest
 
 
-def _network(manifest: dict, path: Path) -> tuple[Generator, Normalization]:
-    """The generator the manifest's config describes and its normalisation; a bad field is a weights error."""
+def _network(manifest: dict, path: Path) -> tuple[nn.Module, Normalization]:
+    """The network the manifest's architecture and config describe, and its normalisation.
+
+    A bad field is a weights error.
+    """
+    entry = architecture(manifest["architecture"])
     try:
-        config = GeneratorConfig.from_dict(manifest["config"])
-        generator = Generator(config)
-    except ValueError as error:  # unknown keys, wrong types, depth 0, negative widths
+        generator = entry.build(manifest["config"])
+    except (ValueError, TypeError) as error:  # unknown keys, wrong types, depth 0, negative widths
         raise WeightsError(f"model manifest {path}: config {manifest['config']!r} does not describe a "
-                           f"{ARCHITECTURE} ({error}); export the model again") from None
+                           f"{entry.name} ({error}); export the model again") from None
     try:
         normalization = Normalization.from_dict(manifest["normalization"])
         if not np.isfinite([normalization.hu_min, normalization.hu_max]).all():
@@ -249,7 +320,7 @@ def _weights_path(manifest: dict, path: Path) -> Path:
     return path.parent / name
 
 
-def _key_mismatch(generator: Generator, state: dict[str, torch.Tensor]) -> tuple[list, list]:
+def _key_mismatch(generator: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list, list]:
     expected = generator.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

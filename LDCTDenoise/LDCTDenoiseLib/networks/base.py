@@ -1,0 +1,87 @@
+"""What every denoising network of the registry shares: a validated config, and any H x W in.
+
+The engine, the ONNX export and the trainer call only ``forward`` (input + correction, any size),
+``residual`` (the correction for a size that is a multiple of ``size_multiple``), ``size_multiple``
+and ``config``; a new method's network subclasses :class:`DenoisingNetwork` and implements
+``residual``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ConfigT = TypeVar("ConfigT")
+
+
+class NetworkConfig:
+    """Base of the architectures' frozen config dataclasses: dict round trip with validation."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[ConfigT], values: dict) -> ConfigT:
+        return config_from_dict(cls, values)
+
+    def problems(self) -> list[str]:
+        """What is out of range (empty when the config is valid)."""
+        return []
+
+
+def config_from_dict(cls: type[ConfigT], values: Any) -> ConfigT:
+    """A frozen config dataclass from a manifest's mapping; every problem is named in one ValueError.
+
+    Field types are checked against the defaults (int, float, bool), then ``config.problems()``
+    (ranges) when the class has it.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    if not isinstance(values, dict):
+        raise ValueError(f"a {cls.__name__} is a mapping of {', '.join(names)}; got {type(values).__name__}")
+    unknown = set(values) - set(names)
+    if unknown:
+        raise ValueError(f"unknown settings {sorted(unknown)} (known: {', '.join(names)})")
+    config = cls(**values)
+    problems = []
+    for field in dataclasses.fields(cls):
+        value, default = getattr(config, field.name), field.default
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                problems.append(f"{field.name} must be true or false; got {value!r}")
+        elif isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)):
+            problems.append(f"{field.name} must be a whole number; got {value!r}")
+        elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            problems.append(f"{field.name} must be a number; got {value!r}")
+    if not problems and isinstance(config, NetworkConfig):
+        problems = config.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    return config
+
+
+class DenoisingNetwork(nn.Module):
+    """Maps a normalised LDCT slice batch (N, 1, H, W) to a normalised NDCT estimate of the same size.
+
+    Inputs whose size is not a multiple of ``size_multiple`` are padded (replicate) and the correction
+    cropped back, so the result always adds to the original pixels.
+    """
+
+    config: Any
+
+    @property
+    def size_multiple(self) -> int:
+        return 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        m = self.size_multiple
+        pad_h, pad_w = (-height) % m, (-width) % m
+        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+        return x + self.residual(padded)[..., :height, :width].to(x.dtype)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,257 @@
+"""The methods of the field as models: each network's shape and size, its loss, training, export and use by name."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_training_config
+from LDCTDenoiseLib.errors import WeightsError
+from LDCTDenoiseLib.networks import ARCHITECTURES, architecture
+from LDCTDenoiseLib.networks.structkpn import StructKPN, StructKpnConfig, local_convolution
+from LDCTDenoiseLib.networks.unet import UNet, UNetConfig
+from LDCTDenoiseLib.networks.wgan_vgg import WganVggConfig, WganVggGenerator
+from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.weights import find_model, installed_models, load_model, save_model
+from training.config import load_config
+from training.export import export_model
+from training.losses import supervised_loss
+from training.methods import METHODS
+from training.methods.structkpn.loss import SIGMA_L1, SIGMA_L2, structure_aware_loss, structure_weights
+from training.trainer import Trainer
+
+TINY = {
+    "attention-residual-unet": {"base_width": 4, "depth": 2, "cbam_reduction": 2},
+    "wgan-vgg-cnn": {"width": 4, "layers": 3},
+    "unet": {"base_width": 4, "depth": 2},
+    "structkpn": {"width": 4, "blocks": 1, "kernel_size": 3},
+}
+METHOD = {"wgan-vgg-cnn": "wgan-vgg", "unet": "zhang-unet", "structkpn": "structkpn",
+          "attention-residual-unet": "hu2024"}
+LOSS = {"wgan-vgg-cnn": "loss.mse=1.0", "unet": "loss.mse=1.0", "structkpn": "loss.structure_aware=1.0",
+        "attention-residual-unet": "loss.l1=1.0"}
+
+
+def conv(before: int, after: int, k: int = 3) -> int:
+    return before * after * k * k + after
+
+
+def test_every_registered_method_has_a_network_and_presets_that_load():
+    for entry in METHODS.values():
+        assert entry.architecture in ARCHITECTURES
+        for preset in entry.presets:
+            config = load_config(preset)
+            assert config.method == entry.name and config.architecture == entry.architecture or preset == "finetune"
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_network_maps_odd_sizes_to_the_same_size(name):
+    torch.manual_seed(0)
+    network = architecture(name).build(TINY[name]).eval()
+    x = torch.rand(2, 1, 37, 53)
+    with torch.no_grad():
+        y = network(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert network.residual(torch.rand(1, 1, 2 * network.size_multiple, network.size_multiple)).shape[-2:] == (
+        2 * network.size_multiple, network.size_multiple)
+
+
+def test_wgan_vgg_generator_is_yangs_eight_convolutions_of_32_channels():
+    network = WganVggGenerator(WganVggConfig())
+    convs = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 8 and all(c.kernel_size == (3, 3) for c in convs)
+    assert [c.out_channels for c in convs] == [32] * 7 + [1]
+    assert sum(p.numel() for p in network.parameters()) == conv(1, 32) + 6 * conv(32, 32) + conv(32, 1) == 56_097
+
+
+def test_unet_has_the_transfer_studys_24_convolutions_and_channels():
+    network = UNet(UNetConfig())
+    convs = [m for m in network.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert len(convs) == 24
+    contracting = [32, 32, 32, 64, 64, 128, 128, 256, 256, 512, 512]
+    expansive = [256, 256, 256, 128, 128, 128, 64, 64, 64, 32, 32, 32]
+    plain = [c for c in convs if isinstance(c, torch.nn.Conv2d)]
+    assert [c.out_channels for c in plain[:11]] == contracting
+    up_path = sorted((c for c in convs[11:]), key=lambda c: -c.out_channels)  # module order: all ups, then merges
+    assert sorted(c.out_channels for c in up_path) == sorted(expansive + [1])
+    assert sum(isinstance(c, torch.nn.ConvTranspose2d) and c.stride == (2, 2) for c in convs) == 4
+    # the paper's layer table: 3x3 convs (contracting, expansive), 3x3 transposed convs up, a 1x1 conv out
+    table = [conv(1, 32), conv(32, 32), conv(32, 32), conv(32, 64), conv(64, 64), conv(64, 128), conv(128, 128),
+             conv(128, 256), conv(256, 256), conv(256, 512), conv(512, 512)]
+    for width in (256, 128, 64, 32):
+        table += [conv(2 * width, width), conv(2 * width, width), conv(width, width)]  # up, merge, conv
+    table.append(conv(32, 1, k=1))
+    assert sum(p.numel() for p in network.parameters()) == sum(table)
+
+
+def test_the_local_convolution_is_the_explicit_per_pixel_kernel_sum():
+    torch.manual_seed(1)
+    image, kernels = torch.rand(2, 1, 6, 7), torch.rand(2, 9, 6, 7)
+    padded = np.pad(image.numpy(), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+    expected = np.zeros(image.shape, dtype=np.float64)
+    for n in range(2):
+        for y in range(6):
+            for x in range(7):
+                for i in range(3):
+                    for j in range(3):
+                        expected[n, 0, y, x] += kernels[n, 3 * i + j, y, x] * padded[n, 0, y + i, x + j]
+    np.testing.assert_allclose(local_convolution(image, kernels).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_structkpn_kernels_sum_to_one_so_a_flat_image_keeps_its_value():
+    torch.manual_seed(2)
+    network = StructKPN(StructKpnConfig(width=4, blocks=1, kernel_size=5)).eval()
+    with torch.no_grad():
+        kernels = network.kernels(torch.rand(1, 1, 20, 20))
+        flat = network(torch.full((1, 1, 20, 20), 0.25))
+    assert kernels.shape == (1, 25, 20, 20) and torch.allclose(kernels.sum(1), torch.ones(1, 20, 20), atol=1e-5)
+    assert torch.allclose(flat, torch.full_like(flat, 0.25), atol=1e-6)
+
+
+def _brute_force_weights(image: np.ndarray, patch: int = 11) -> tuple[np.ndarray, ...]:
+    """Structure tensor summed over each 11x11 patch by explicit loops, eigenvalues by numpy."""
+    height, width = image.shape
+    padded = np.pad(image, 1, mode="edge")
+    gx = (padded[1:-1, 2:] - padded[1:-1, :-2]) / 2
+    gy = (padded[2:, 1:-1] - padded[:-2, 1:-1]) / 2
+    r = patch // 2
+    gxp, gyp = np.pad(gx, r, mode="edge"), np.pad(gy, r, mode="edge")
+    strength, coherence = np.zeros(image.shape), np.zeros(image.shape)
+    for y in range(height):
+        for x in range(width):
+            a, b = gxp[y:y + patch, x:x + patch].ravel(), gyp[y:y + patch, x:x + patch].ravel()
+            tensor = np.array([[a @ a, a @ b], [a @ b, b @ b]]) / patch**2
+            small, large = np.linalg.eigvalsh(tensor)
+            strength[y, x] = math.sqrt(max(small + large, 0))
+            coherence[y, x] = (large - small) / (large + small + 1e-12)
+    body = image > (-700 + 1024) / 4096
+    values = np.sort(strength[body])
+    reference = values[(values.size - 1) // 2]  # the lower median (torch's)
+    w_l2 = np.exp(-((strength / reference) ** 2) / (2 * SIGMA_L2**2))
+    w_l1 = (1 - w_l2) * (1 - np.exp(-(coherence**2) / (2 * SIGMA_L1**2)))
+    return w_l2, 1 - w_l2 - w_l1, w_l1
+
+
+def test_structure_aware_weights_equal_a_brute_force_computation():
+    rng = np.random.default_rng(3)
+    image = np.full((24, 26), (40 + 1024) / 4096) + rng.normal(0, 10 / 4096, (24, 26))
+    image[:, 13:] += 300 / 4096  # a vertical edge: coherent, strong
+    image[:4] = 0.0  # air above the body
+    weights = structure_weights(torch.tensor(image, dtype=torch.float64)[None, None])
+    for got, wanted in zip(weights, _brute_force_weights(image)):
+        np.testing.assert_allclose(got[0, 0].numpy(), wanted, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(sum(w[0, 0].numpy() for w in weights), 1.0)
+
+
+def test_structure_aware_weights_send_flat_tissue_to_l2_edges_to_l1_and_texture_to_ssim():
+    rng = np.random.default_rng(4)
+    image = np.full((64, 96), (40 + 1024) / 4096) + rng.normal(0, 10 / 4096, (64, 96))
+    image[:, 70:] += 300 / 4096  # a straight edge
+    image[20:44, 8:32] += rng.normal(0, 200 / 4096, (24, 24))  # strong texture without a direction
+    w_l2, w_ssim, w_l1 = (w[0, 0].numpy() for w in structure_weights(torch.tensor(image)[None, None]))
+    assert w_l2[32, 50] > 0.8 and w_l1[32, 70] > 0.8 and w_ssim[32, 20] > 0.8
+
+
+def test_structure_aware_loss_is_zero_for_a_perfect_output_and_grows_with_the_error():
+    target = torch.rand(1, 1, 32, 32) * 0.1 + 0.25
+    assert float(structure_aware_loss(target, target)) == pytest.approx(0.0, abs=1e-6)
+    small = structure_aware_loss(target + 0.001 * torch.randn_like(target), target)
+    large = structure_aware_loss(target + 0.01 * torch.randn_like(target), target)
+    assert 0 < float(small) < float(large)
+
+
+def test_the_supervised_loss_adds_mse_and_the_structure_aware_term_by_weight():
+    from training.config import LossConfig
+
+    output, target = torch.rand(1, 1, 24, 24), torch.rand(1, 1, 24, 24)
+    terms = supervised_loss(output, target, LossConfig(l1=0, ssim=0, perceptual=0, mse=2.0, structure_aware=3.0), None)
+    assert set(terms) == {"mse", "structure_aware", "loss"}
+    assert float(terms["loss"]) == pytest.approx(2 * float(terms["mse"]) + 3 * float(terms["structure_aware"]))
+
+
+def _tiny(dataset, cache, name: str, *overrides: str):
+    return tiny_training_config(dataset, cache, f"method={METHOD[name]}", f"architecture={name}",
+                                f"model={json.dumps(TINY[name])}",
+                                "loss.l1=0", "loss.ssim=0", "loss.perceptual=0", LOSS[name], "schedule.validate=false",
+                                "optim.lr=3e-3", *overrides)
+
+
+@pytest.mark.parametrize("name", ["wgan-vgg-cnn", "unet", "structkpn"])
+def test_a_few_steps_lower_each_methods_loss_on_a_fixed_batch(phantom_dataset, tmp_path, name):
+    trainer = Trainer(_tiny(phantom_dataset, tmp_path / "cache", name), tmp_path / "run", quiet=True)
+    batch = next(trainer._batches())
+    losses = [trainer._stage1_step(batch)["loss"] for _ in range(6)]
+    assert losses[-1] < losses[0]
+
+
+def test_wgan_vgg_trains_as_a_wgan_with_the_supervised_term_beside_the_adversarial_one(phantom_dataset, tmp_path):
+    config = _tiny(phantom_dataset, tmp_path / "cache", "wgan-vgg-cnn", "stage=gan", "loss.mse=0",
+                   "loss.perceptual=0.1", "optim.critic_lr=1e-3", "optim.critic_steps=2")
+    trainer = Trainer(config, tmp_path / "run", quiet=True)
+    iterator = trainer._batches()
+    batches = [next(iterator) for _ in range(config.optim.critic_steps)]
+    terms = [trainer._stage2_step(batches) for _ in range(4)]
+    assert trainer.c_optimizer.param_groups[0]["lr"] == 1e-3 and trainer.g_optimizer.param_groups[0]["lr"] == 3e-3
+    assert {"perceptual", "adversarial", "critic", "gp"} <= set(terms[0])
+    assert terms[-1]["critic"] < terms[0]["critic"]
+    assert terms[0]["generator"] == pytest.approx(terms[0]["adversarial"] + 0.1 * terms[0]["perceptual"], rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["wgan-vgg-cnn", "unet", "structkpn"])
+def test_export_load_and_denoise_by_name_round_trip(phantom_dataset, tmp_path, model_cache, capsys, name):
+    from LDCTDenoiseLib.cli import main
+
+    config = _tiny(phantom_dataset, tmp_path / "cache", name, "schedule.epochs=1")
+    Trainer(config, tmp_path / "run", quiet=True).train()
+    folder = model_cache / "models" / f"my-{name}"
+    export_model(tmp_path / "run", folder, half=True, name=f"my-{name}")
+    loaded = load_model(folder)
+    assert loaded.manifest["architecture"] == name and loaded.manifest["provenance"]["method_name"] == config.method
+    assert type(loaded.generator) is architecture(name).network_type
+    assert f"my-{name}" in {model.name for model in installed_models()}
+    from LDCTDenoiseLib.io import read_volume, write_volume
+    from LDCTDenoiseLib.simulation import make_phantom
+
+    write_volume(make_phantom((2, 40, 40), seed=5), tmp_path / "in.nrrd")
+    assert main(["denoise", str(tmp_path / "in.nrrd"), str(tmp_path / "out.nrrd"), "--model", f"my-{name}",
+                 "--device", "cpu", "--quiet"]) == 0
+    out = read_volume(tmp_path / "out.nrrd")
+    assert out.array.shape == (2, 40, 40) and out.metadata["header"]["LDCTDenoise_model"] == f"my-{name}"
+    assert f"my-{name} ({METHOD[name]}, stage1" in capsys.readouterr().out
+
+
+def test_installed_models_lists_each_folder_once_with_its_one_line_summary(tmp_path, model_cache):
+    for name, folder in (("wgan", model_cache / "models" / "wgan"), ("broken", model_cache / "models" / "broken")):
+        save_model(architecture("wgan-vgg-cnn").build(TINY["wgan-vgg-cnn"]), folder, Normalization(), {}, name=name,
+                   summary="an 8-layer CNN for tests" if name == "wgan" else "")
+    (model_cache / "models" / "broken" / "manifest.json").write_text("{not json")
+    listed = {model.name: model for model in installed_models()}
+    assert "wgan" in listed and "broken" not in listed  # beside the checkout's bundled models
+    assert listed["wgan"].summary == "an 8-layer CNN for tests" and listed["wgan"].architecture == "wgan-vgg-cnn"
+
+
+def test_a_name_that_is_not_installed_lists_the_installed_ones(model_cache):
+    with pytest.raises(WeightsError, match="no installed model named 'nope'"):
+        find_model("nope")
+
+
+def test_a_manifest_naming_an_unknown_architecture_is_refused_with_the_known_ones(tiny_model_dir):
+    manifest = json.loads((tiny_model_dir / "manifest.json").read_text())
+    manifest["architecture"] = "red-cnn"
+    (tiny_model_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match="unknown architecture 'red-cnn'.*wgan-vgg-cnn"):
+        load_model(tiny_model_dir)
+
+
+def test_a_manifest_config_that_does_not_fit_its_architecture_is_refused(tmp_path):
+    folder = tmp_path / "m"
+    save_model(architecture("unet").build(TINY["unet"]), folder, Normalization(), {})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["config"]["residual"] = "yes"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match="residual must be true or false"):
+        load_model(folder)
