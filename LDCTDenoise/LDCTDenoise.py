@@ -36,7 +36,7 @@ from slicer.util import VTKObservationMixin
 from LDCTDenoiseLib.resources import resource_path
 
 PAPER_URL = "https://doi.org/10.21037/qims-23-403"
-BUNDLED, WEIGHTS_FILE = "Bundled model", "Weights file"
+DEFAULT_MODEL, WEIGHTS_FILE = "default", "Weights file"  # model: an installed model's name, or a chosen folder
 ROI, SEGMENT = "Markups ROI", "Segment"
 POLL_MILLISECONDS = 250
 SUPPORTED_SLICER = "5.8 (Python 3.9) and newer, 5.10 (Python 3.12) included"
@@ -70,7 +70,7 @@ class LDCTDenoise(ScriptedLoadableModule):
 class LDCTDenoiseParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     outputVolume: vtkMRMLScalarVolumeNode
-    model: Annotated[str, Choice([BUNDLED, WEIGHTS_FILE])] = BUNDLED
+    model: str = DEFAULT_MODEL  # synchronised by hand: the selector lists the models installed now
     weightsPath: str = ""  # synchronised by hand: a pathlib.Path parameter shows "." when empty
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     batchSize: Annotated[int, WithinRange(0, 512)] = 0  # 0: automatic
@@ -126,6 +126,8 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.onSegmentSelectionChanged)
         self.ui.otherVolumesSelector.connect("checkedNodesChanged()", self.onOtherVolumesChanged)
         self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self.onWeightsPathChanged)
+        self._fillModelSelector()
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.initializeParameterNode()
 
     def cleanup(self):
@@ -175,6 +177,13 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.toolTip = _("Stop denoising; nothing is added") if running else _("Denoise the input")
         if p is None:
             return
+        index = self.ui.modelComboBox.findData(p.model)
+        if index < 0:  # a model remembered from a session where it was installed: the default stands in
+            index = self.ui.modelComboBox.findData(DEFAULT_MODEL)
+        if self.ui.modelComboBox.currentIndex != index:
+            wasBlocked = self.ui.modelComboBox.blockSignals(True)
+            self.ui.modelComboBox.currentIndex = index
+            self.ui.modelComboBox.blockSignals(wasBlocked)
         self.ui.weightsPathLineEdit.enabled = p.model == WEIGHTS_FILE
         if self.ui.weightsPathLineEdit.currentPath != p.weightsPath:
             wasBlocked = self.ui.weightsPathLineEdit.blockSignals(True)
@@ -206,6 +215,23 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._parameterNode.regionSegmentation = self.ui.segmentSelector.currentNode()
         self._parameterNode.regionSegmentId = self.ui.segmentSelector.currentSegmentID() or ""
+
+    def _fillModelSelector(self):
+        """Every installed model (bundled or in the cache) with its card's one-line summary, then 'Weights file'."""
+        from LDCTDenoiseLib.model_catalog import installed_models
+
+        combo = self.ui.modelComboBox
+        combo.clear()
+        for model in installed_models():
+            combo.addItem(f"{model.name}: {model.summary}", model.name)
+            combo.setItemData(combo.count - 1, f"{model.architecture}, {model.folder}", qt.Qt.ToolTipRole)
+        if combo.findData(DEFAULT_MODEL) < 0:
+            combo.insertItem(0, _("default (not installed: run ldct-train export)"), DEFAULT_MODEL)
+        combo.addItem(_("Weights file (choose a model folder below)"), WEIGHTS_FILE)
+
+    def onModelChanged(self, index):
+        if self._parameterNode is not None and index >= 0:
+            self._parameterNode.model = self.ui.modelComboBox.itemData(index)
 
     def onWeightsPathChanged(self, path):
         if self._parameterNode is not None:
@@ -240,8 +266,10 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateGui()
 
     def _weights(self):
-        if self._parameterNode.model == BUNDLED:
-            return None
+        if self._parameterNode.model == DEFAULT_MODEL or self.ui.modelComboBox.findData(self._parameterNode.model) < 0:
+            return None  # the search path: $LDCTDENOISE_WEIGHTS, then the bundled default
+        if self._parameterNode.model != WEIGHTS_FILE:
+            return self._parameterNode.model  # an installed model, by name
         path = self._parameterNode.weightsPath.strip()
         if not path:
             raise ValueError(_("Choose the model folder or its manifest.json under Weights, or use the bundled model."))
@@ -484,6 +512,8 @@ class LDCTDenoiseTest(ScriptedLoadableModuleTest):
         self.test_cancelled_run_leaves_the_scene_unchanged()
         self.setUp()
         self.test_int16_ct_stays_int16_and_strength_zero_gives_the_input_back()
+        self.setUp()
+        self.test_an_installed_model_of_another_method_is_listed_and_runs_by_name()
 
     def test_denoise_keeps_geometry_and_compare_fills_table_and_chart(self):
         self.delayDisplay("Denoising a small rotated volume with a tiny model")
@@ -525,6 +555,31 @@ class LDCTDenoiseTest(ScriptedLoadableModuleTest):
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
         self.delayDisplay("Test passed")
 
+
+    def test_an_installed_model_of_another_method_is_listed_and_runs_by_name(self):
+        self.delayDisplay("Listing and running an installed WGAN-VGG-architecture model by name")
+        import shutil
+
+        from LDCTDenoiseLib.model_catalog import cache_dir, installed_models
+        from LDCTDenoiseLib.networks import architecture
+        from LDCTDenoiseLib.normalization import Normalization
+        from LDCTDenoiseLib.weights import save_model
+
+        name = "LDCTDenoiseSelfTest-wgan-vgg"
+        folder = cache_dir() / "models" / name
+        save_model(architecture("wgan-vgg-cnn").build({"width": 4, "layers": 3}), folder, Normalization(),
+                   provenance={"purpose": "LDCTDenoise self-test; random weights"}, name=name,
+                   summary="self-test model (random weights)")
+        try:
+            listed = {model.name: model for model in installed_models()}
+            self.assertEqual(listed[name].summary, "self-test model (random weights)")
+            self.assertEqual(listed[name].architecture, "wgan-vgg-cnn")
+            _, noisy = _test_volumes()
+            output = LDCTDenoiseLogic().denoise(noisy, weights=name, device="cpu")
+            self.assertEqual(output.GetAttribute("LDCTDenoise.model"), name)
+            self.assertEqual(slicer.util.arrayFromVolume(output).shape, slicer.util.arrayFromVolume(noisy).shape)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def test_int16_ct_stays_int16_and_strength_zero_gives_the_input_back(self):
         self.delayDisplay("An int16 CT at strength 0 % and 100 %")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -255,3 +256,41 @@ def test_a_manifest_config_that_does_not_fit_its_architecture_is_refused(tmp_pat
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(WeightsError, match="residual must be true or false"):
         load_model(folder)
+
+
+def test_finetune_retrains_an_installed_model_on_a_few_slices_and_exports_the_best_state(
+        phantom_dataset, tmp_path, model_cache):
+    from training.cli import main
+
+    source = model_cache / "models" / "small-unet"
+    torch.manual_seed(0)
+    save_model(architecture("unet").build(TINY["unet"]), source, Normalization(), {"purpose": "tests"})
+    run = tmp_path / "ft"
+    tiny = ["data.crop=32", "data.workers=0", "data.simulation_workers=1", "noise.kind=gaussian",
+            f"data.cache={tmp_path / 'cache'}", "schedule.epochs=6", "schedule.batch=2", "schedule.epoch_samples=4",
+            "schedule.early_stop_patience=2", "validation.crop=32", "validation.max_slices=2", "optim.lr=1e-3"]
+    argv = ["finetune", "--model", "small-unet", "--data", str(phantom_dataset), "--fraction", "0.5",
+            "--holdout", "0.5", "--out", str(run), "--quiet"]
+    assert main(argv + [item for pair in zip(["--set"] * len(tiny), tiny) for item in pair]) == 0
+    rows = list(csv.DictReader((run / "data" / "dataset.csv").open()))
+    assert {row["split"] for row in rows} == {"train", "validation"} and len(rows) == 6  # three series, two parts
+    validations = list(csv.DictReader((run / "validation.csv").open()))
+    best = max(validations, key=lambda row: float(row["output_psnr_soft"]))
+    exported = load_model(run / "model")
+    provenance = exported.manifest["provenance"]
+    assert provenance["steps"] == int(best["step"]) and provenance["finetune"]["train_slices"] == 3 * 1
+    assert provenance["finetuned_from"]["name"] == "small-unet" and exported.manifest["architecture"] == "unet"
+    stale = [float(row["output_psnr_soft"]) for row in validations if int(row["step"]) > int(best["step"])]
+    assert len(validations) == 6 or len(stale) == 2  # ran to the end, or stopped after two stale validations
+
+
+def test_finetune_refuses_single_slice_series_with_the_reason(tmp_path, model_cache):
+    from LDCTDenoiseLib.io import write_volume
+    from LDCTDenoiseLib.simulation import make_phantom
+    from training.finetune import finetune
+
+    (tmp_path / "data" / "p").mkdir(parents=True)
+    write_volume(make_phantom((1, 32, 32), seed=1), tmp_path / "data" / "p" / "ndct.nrrd")
+    save_model(architecture("unet").build(TINY["unet"]), model_cache / "models" / "u", Normalization(), {})
+    with pytest.raises(Exception, match="needs at least two per series"):
+        finetune("u", tmp_path / "data", tmp_path / "run")

@@ -22,7 +22,7 @@ UI_FILE = ROOT / "Resources" / "UI" / "LDCTDenoise.ui"
 # Parameters with no widget connector in the wrapper: the widget synchronises them by hand, or they
 # only remember the result nodes.
 MANUAL_PARAMETERS = {"regionSegmentation", "regionSegmentId", "otherVolumes", "metricsTable", "densityChart",
-                     "weightsPath"}
+                     "weightsPath", "model"}  # synchronised by hand in the widget
 SLICER_APPLICATION_MODULES = {"slicer", "qt", "ctk", "vtk", "PyTorchUtils"}  # Slicer and its PyTorch extension
 MRML_WIDGETS = {"qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox", "qMRMLSegmentSelectorWidget"}
 

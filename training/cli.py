@@ -14,6 +14,8 @@ from .config import load_config
 from .data import load_patients, split_patients
 from .evaluate import evaluate, load_any_model, markdown_table
 from .export import export_model
+from .finetune import PRESET as FINETUNE_PRESET
+from .finetune import finetune
 from .methods import METHODS
 from .pack import DEVICE_TREE_LIMIT_MIB, pack_dataset, travelling_mib
 from .trainer import Trainer
@@ -44,6 +46,13 @@ def train_command(args: argparse.Namespace) -> None:
     last = Trainer(config, run, resume, quiet=args.quiet).train()
     if last is not None:
         print(f"ldct-train: {config.stage} finished; last checkpoint {last}")
+
+
+def finetune_command(args: argparse.Namespace) -> None:
+    result = finetune(args.model, args.data, Path(args.out) if args.out else RUNS / "finetune", args.fraction,
+                      args.holdout, args.config, args.set, args.quiet)
+    print(f"ldct-train finetune: {result.train_slices} training slices, {result.holdout_slices} held out; best "
+          f"soft-tissue PSNR {result.best_psnr_soft:.2f} dB at step {result.best_step}; model {result.model}")
 
 
 def methods_command(args: argparse.Namespace) -> None:
@@ -118,6 +127,17 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--resume", nargs="?", const="last",
                          help="continue from a checkpoint (default: the run's last)")
     command.set_defaults(run=train_command, stage=None)
+    command = commands.add_parser("finetune", help="retrain a shipped model on a few of your own scans")
+    command.add_argument("--model", required=True, help="installed model name (ldct-denoise models) or model folder")
+    command.add_argument("--data", required=True, help="your normal-dose series: dataset folder or manifest")
+    command.add_argument("--fraction", type=float, default=1.0, help="share of the training slices used (0..1]")
+    command.add_argument("--holdout", type=float, default=0.2,
+                         help="share of each series' slices (its end) kept for early stopping (default 0.2)")
+    command.add_argument("--config", default=FINETUNE_PRESET, help=f"preset or YAML (default {FINETUNE_PRESET})")
+    command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    command.add_argument("--out", help="run folder (default runs/finetune); the model is exported to OUT/model")
+    command.add_argument("--quiet", action="store_true", help="no progress bars")
+    command.set_defaults(run=finetune_command)
     command = commands.add_parser("methods", help="list the methods and their presets")
     command.set_defaults(run=methods_command)
     for stage, summary in (("stage1", "pretrain on NDCT + noise"), ("stage2", "WGAN-GP on unaligned LDCT/NDCT")):

@@ -90,6 +90,7 @@ class ScheduleConfig:
     log_every: int = 10
     validate: bool = True
     max_minutes: float = 0.0  # stop (with a checkpoint) after this much training wall time; 0 = no limit
+    early_stop_patience: int = 0  # stop after this many validations without a better soft-tissue PSNR; 0 = never
 
 
 @dataclass

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.errors import Cancelled, InputError
 from LDCTDenoiseLib.inference import resolve_device, resolve_precision
 from LDCTDenoiseLib.networks import architecture
@@ -37,6 +38,7 @@ from .vgg import load_perceptual
 from .volumes import SeriesCache, training_volumes
 
 STAGES = ("stage1", "stage2", "gan")
+BEST = "best.pt"  # the run's best validated state
 ADVERSARIAL = ("stage2", "gan")
 
 
@@ -62,6 +64,7 @@ class Trainer:
         self._build_models()
         self.tensorboard = None
         self.step, self.seconds = 0, 0.0  # seconds: training wall time over all sessions of the run
+        self.best = {"step": 0, "psnr_soft": float("-inf"), "stale": 0}  # validation's best, for early stopping
         if resume is not None:
             self._restore(load_checkpoint(resume))
         self.patients = self._split()
@@ -84,7 +87,7 @@ class Trainer:
                    disable=self.quiet or not self.processes.is_main, dynamic_ncols=True)
         first_step, session_start = self.step, time.perf_counter()
         try:
-            while self.step < config.total_steps and not self._out_of_time(session_start):
+            while self.step < config.total_steps and not self._out_of_time(session_start) and not self._stale():
                 started = time.perf_counter()
                 terms = self._train_step(batches)
                 self.step += 1
@@ -196,10 +199,25 @@ class Trainer:
                 },
             )
         if end_of_epoch and self.validator is not None:
-            self._log("validation.csv", {"step": self.step, **self.validator(distributed.unwrap(self.generator))})
+            scores = self.validator(distributed.unwrap(self.generator))
+            self._log("validation.csv", {"step": self.step, **scores})
+            self._track_best(scores["output_psnr_soft"])
             self._training_mode()
         if self.step % schedule.checkpoint_every == 0:
             self._save()
+
+    def _track_best(self, psnr_soft: float) -> None:
+        """Keep the best validated state as ``best.pt`` (what ``finetune`` exports) and count stale validations."""
+        if psnr_soft > self.best["psnr_soft"]:
+            self.best = {"step": self.step, "psnr_soft": psnr_soft, "stale": 0}
+            with atomic_file(self.run / BEST) as tmp:
+                torch.save(self._state(), tmp)
+        else:
+            self.best["stale"] += 1
+
+    def _stale(self) -> bool:
+        patience = self.config.schedule.early_stop_patience
+        return patience > 0 and self.best["stale"] >= patience
 
     def _record_samples(self, params: torch.Tensor) -> None:
         """samples.csv: the noise recipe each crop of this step drew (scanner noise)."""
@@ -248,6 +266,7 @@ class Trainer:
             "schedulers": [s.state_dict() for s in self.schedulers],
             "scaler": self.scaler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "epsilon": self.epsilon_rng.get_state()},
+            "best": dict(self.best),
         }
         if self.critic is not None:
             state["critic"] = distributed.unwrap(self.critic).state_dict()
@@ -272,6 +291,7 @@ class Trainer:
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.step, self.seconds = int(state["step"]), float(state.get("seconds", 0.0))
+        self.best = dict(state.get("best", self.best))
 
     # --- construction ---------------------------------------------------------------------------
 

@@ -21,16 +21,21 @@ from torch import nn
 
 from .atomic import write_atomically
 from .errors import NoModelError, WeightsError
+from .model_catalog import (  # noqa: F401 - cache_dir, CACHE_ENV and installed_models are used from here
+    CACHE_ENV,
+    DEFAULT_MODEL,
+    FORMAT,
+    MANIFEST_NAME,
+    InstalledModel,
+    cache_dir,
+    installed_models,
+    model_roots,
+)
 from .networks import DEFAULT_ARCHITECTURE, architecture, architecture_of
 from .normalization import Normalization
 from .resources import resources_dirs
 
-MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "generator.safetensors"
-FORMAT = "ldctdenoise-weights/1"
-CARD_NAME = "MODEL_CARD.md"
-DEFAULT_MODEL = "default"
-CACHE_ENV = "LDCTDENOISE_CACHE_DIR"
 WEIGHTS_ENV = "LDCTDENOISE_WEIGHTS"
 
 
@@ -146,16 +151,6 @@ def load_model(path: str | Path) -> LoadedModel:
     )
 
 
-def cache_dir() -> Path:
-    """The user's cache folder for models and compiled kernels (``$LDCTDENOISE_CACHE_DIR`` wins)."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("LDCTDenoise", appauthor=False))
-
-
 def model_search_paths(name: str = DEFAULT_MODEL) -> list[Path]:
     """Every manifest location looked at, in order, when no weights are given explicitly."""
     paths = []
@@ -193,47 +188,6 @@ def find_model(weights: str | Path | None = None, name: str = DEFAULT_MODEL) -> 
     )
 
 
-@dataclass(frozen=True)
-class InstalledModel:
-    """A model folder found by name: bundled (``Resources/Models``) or in the user cache."""
-
-    name: str
-    folder: Path
-    architecture: str
-    summary: str
-
-
-def installed_models() -> list[InstalledModel]:
-    """Every model that loads by name, in search order; the first folder of a name wins.
-
-    Folders without a readable manifest are left out (a half-copied folder does not break the list).
-    """
-    found: dict[str, InstalledModel] = {}
-    for root in _model_roots():
-        for manifest_path in sorted(root.glob(f"*/{MANIFEST_NAME}")):
-            folder = manifest_path.parent
-            if folder.name in found:
-                continue
-            try:
-                manifest = _read_manifest(manifest_path)
-            except WeightsError:
-                continue
-            found[folder.name] = InstalledModel(folder.name, folder, manifest["architecture"],
-                                                model_summary(manifest, folder))
-    return list(found.values())
-
-
-def model_summary(manifest: dict, folder: Path) -> str:
-    """One line for model lists: the manifest's summary, else the card's title, else the architecture's."""
-    if manifest.get("summary"):
-        return str(manifest["summary"])
-    card = folder / CARD_NAME
-    if card.is_file():
-        title = card.read_text(errors="replace").partition("\n")[0].lstrip("# ").strip()
-        return title.removeprefix("Model card:").strip()
-    return architecture(manifest["architecture"]).summary
-
-
 def is_model_name(spec: str | Path) -> bool:
     """A bare word that is not an existing path (``wgan-vgg``), as opposed to a folder or file."""
     text = str(spec)
@@ -242,16 +196,14 @@ def is_model_name(spec: str | Path) -> bool:
 
 
 def _installed(name: str) -> LoadedModel:
-    for root in _model_roots():
+    for root in model_roots():
         if (root / name / MANIFEST_NAME).is_file():
-            return load_model(root / name)
+            model = load_model(root / name)
+            model.name = name  # the name it was asked for, which is its folder's
+            return model
     names = ", ".join(model.name for model in installed_models()) or "none"
     raise NoModelError(f"no installed model named {name!r} (installed: {names}); give a model folder instead, or "
                        f"copy one to {cache_dir() / 'models' / name}")
-
-
-def _model_roots() -> list[Path]:
-    return [folder / "Models" for folder in resources_dirs()] + [cache_dir() / "models"]
 
 
 def _manifest_path(path: Path) -> Path:
