@@ -1,6 +1,6 @@
 """StructKPN's per-pixel kernels on a held-out slice: where it smooths wide, where it follows an edge.
 
-``python -m evaluation.kernel_figure [--model evaluation/models/structkpn] [--out docs/evaluation/figures]``.
+``python -m evaluation.kernel_figure [--model Resources/Models/structkpn] [--out docs/evaluation/figures]``.
 The slice is the sweep's held-out thorax-141 heart slice with 80 HU of sharp-filter scanner noise; the
 three pixels shown are where the structure-aware loss weights flat tissue (L2), an edge (L1) and
 texture (SSIM) most, so the figure reads beside the loss that trained the kernels.
@@ -27,8 +27,8 @@ SCAN = ScannerNoise(added_noise_hu=80.0, filter="ramp", cutoff=1.0, views=984, e
                     modulation=0.0)
 
 
-def kernel_figure(model_path: Path, data: Path, out: Path) -> Path:
-    model = load_model(model_path)
+def kernel_figure(model: Path, data: Path, out: Path) -> Path:
+    model = load_model(model)
     volume = read_volume(data / SERIES)
     clean = np.asarray(volume.array[INDEX], np.float32)
     noisy = clean + scanner_noise_hu(clean, volume.spacing[0], SCAN, np.random.default_rng(2026))
@@ -66,7 +66,7 @@ def kernel_figure(model_path: Path, data: Path, out: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, default=REPOSITORY / "evaluation" / "models" / "structkpn")
+    parser.add_argument("--model", type=Path, default=REPOSITORY / "Resources" / "Models" / "structkpn")
     parser.add_argument("--data", type=Path, default=REPOSITORY.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=REPOSITORY / "docs" / "evaluation" / "figures")
     print(kernel_figure(**vars(parser.parse_args())))
