@@ -33,7 +33,6 @@ from .model_catalog import (  # noqa: F401 - cache_dir, CACHE_ENV and installed_
 )
 from .networks import DEFAULT_ARCHITECTURE, architecture, architecture_of
 from .normalization import Normalization
-from .resources import resources_dirs
 
 WEIGHTS_NAME = "generator.safetensors"
 WEIGHTS_ENV = "LDCTDENOISE_WEIGHTS"
@@ -156,9 +155,7 @@ def model_search_paths(name: str = DEFAULT_MODEL) -> list[Path]:
     paths = []
     if os.environ.get(WEIGHTS_ENV):
         paths.append(_as_manifest(Path(os.environ[WEIGHTS_ENV]).expanduser()))
-    paths += [folder / "Models" / name / MANIFEST_NAME for folder in resources_dirs()]
-    paths.append(cache_dir() / "models" / name / MANIFEST_NAME)
-    return paths
+    return paths + [root / name / MANIFEST_NAME for root in model_roots()]
 
 
 def find_model(weights: str | Path | None = None, name: str = DEFAULT_MODEL) -> LoadedModel:

@@ -28,8 +28,12 @@ class NetworkConfig:
     def from_dict(cls: type[ConfigT], values: dict) -> ConfigT:
         return config_from_dict(cls, values)
 
+    in_channels: int
+
     def problems(self) -> list[str]:
-        """What is out of range (empty when the config is valid)."""
+        """What is out of range (empty when the config is valid); subclasses add their own ranges."""
+        if self.in_channels != 1:
+            return [f"in_channels must be 1 (one CT slice); got {self.in_channels}"]
         return []
 
 

@@ -26,9 +26,7 @@ class StructKpnConfig(NetworkConfig):
     kernel_size: int = 5
 
     def problems(self) -> list[str]:
-        found = []
-        if self.in_channels != 1:
-            found.append(f"in_channels must be 1 (one CT slice); got {self.in_channels}")
+        found = super().problems()
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             found.append(f"kernel_size must be odd and positive; got {self.kernel_size}")
         if self.width < 1 or self.blocks < 0:

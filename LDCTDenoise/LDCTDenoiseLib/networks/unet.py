@@ -27,9 +27,7 @@ class UNetConfig(NetworkConfig):
     residual: bool = True
 
     def problems(self) -> list[str]:
-        found = []
-        if self.in_channels != 1:
-            found.append(f"in_channels must be 1 (one CT slice); got {self.in_channels}")
+        found = super().problems()
         if self.base_width < 1 or not 1 <= self.depth <= 6:
             found.append(f"base_width must be >= 1 and depth in 1..6; got {self.base_width} and {self.depth}")
         if not 0 <= self.negative_slope < 1:

@@ -23,9 +23,7 @@ class WganVggConfig(NetworkConfig):
     layers: int = 8
 
     def problems(self) -> list[str]:
-        found = []
-        if self.in_channels != 1:
-            found.append(f"in_channels must be 1 (one CT slice); got {self.in_channels}")
+        found = super().problems()
         if self.width < 1 or self.layers < 2:
             found.append(f"width must be >= 1 and layers >= 2; got {self.width} and {self.layers}")
         return found
