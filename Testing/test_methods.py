@@ -13,6 +13,8 @@ import torch
 from conftest import tiny_training_config
 from LDCTDenoiseLib.errors import WeightsError
 from LDCTDenoiseLib.networks import ARCHITECTURES, architecture
+from LDCTDenoiseLib.networks.cyclegan import CycleGanConfig, ResnetGenerator
+from LDCTDenoiseLib.networks.pix2pix import Pix2PixConfig, Pix2PixGenerator
 from LDCTDenoiseLib.networks.structkpn import StructKPN, StructKpnConfig, local_convolution
 from LDCTDenoiseLib.networks.unet import UNet, UNetConfig
 from LDCTDenoiseLib.networks.wgan_vgg import WganVggConfig, WganVggGenerator
@@ -23,6 +25,7 @@ from training.export import export_model
 from training.losses import supervised_loss
 from training.methods import METHODS
 from training.methods.structkpn.loss import SIGMA_L1, SIGMA_L2, structure_aware_loss, structure_weights
+from training.patchgan import FakePool, PatchGan
 from training.trainer import Trainer
 
 TINY = {
@@ -30,11 +33,14 @@ TINY = {
     "wgan-vgg-cnn": {"width": 4, "layers": 3},
     "unet": {"base_width": 4, "depth": 2},
     "structkpn": {"width": 4, "blocks": 1, "kernel_size": 3},
+    "cyclegan-resnet": {"base_width": 4, "blocks": 1, "residual": True},
+    "pix2pix-unet": {"base_width": 4, "depth": 5, "residual": True},
 }
 METHOD = {"wgan-vgg-cnn": "wgan-vgg", "unet": "zhang-unet", "structkpn": "structkpn",
-          "attention-residual-unet": "hu2024"}
+          "attention-residual-unet": "hu2024", "cyclegan-resnet": "cyclegan", "pix2pix-unet": "pix2pix"}
 LOSS = {"wgan-vgg-cnn": "loss.mse=1.0", "unet": "loss.mse=1.0", "structkpn": "loss.structure_aware=1.0",
-        "attention-residual-unet": "loss.l1=1.0"}
+        "attention-residual-unet": "loss.l1=1.0", "cyclegan-resnet": "loss.cycle=20", "pix2pix-unet": "loss.l1=200"}
+STAGE = {"cyclegan-resnet": "cyclegan", "pix2pix-unet": "pix2pix"}  # the rest: stage1
 
 
 def conv(before: int, after: int, k: int = 3) -> int:
@@ -176,6 +182,7 @@ def test_the_supervised_loss_adds_mse_and_the_structure_aware_term_by_weight():
 
 def _tiny(dataset, cache, name: str, *overrides: str):
     return tiny_training_config(dataset, cache, f"method={METHOD[name]}", f"architecture={name}",
+                                f"stage={STAGE.get(name, 'stage1')}",
                                 f"model={json.dumps(TINY[name])}",
                                 "loss.l1=0", "loss.ssim=0", "loss.perceptual=0", LOSS[name], "schedule.validate=false",
                                 "optim.lr=3e-3", *overrides)
@@ -202,7 +209,7 @@ def test_wgan_vgg_trains_as_a_wgan_with_the_supervised_term_beside_the_adversari
     assert terms[0]["generator"] == pytest.approx(terms[0]["adversarial"] + 0.1 * terms[0]["perceptual"], rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["wgan-vgg-cnn", "unet", "structkpn"])
+@pytest.mark.parametrize("name", ["wgan-vgg-cnn", "unet", "structkpn", "cyclegan-resnet", "pix2pix-unet"])
 def test_export_load_and_denoise_by_name_round_trip(phantom_dataset, tmp_path, model_cache, capsys, name):
     from LDCTDenoiseLib.cli import main
 
@@ -222,7 +229,7 @@ def test_export_load_and_denoise_by_name_round_trip(phantom_dataset, tmp_path, m
                  "--device", "cpu", "--quiet"]) == 0
     out = read_volume(tmp_path / "out.nrrd")
     assert out.array.shape == (2, 40, 40) and out.metadata["header"]["LDCTDenoise_model"] == f"my-{name}"
-    assert f"my-{name} ({METHOD[name]}, stage1" in capsys.readouterr().out
+    assert f"my-{name} ({METHOD[name]}, {STAGE.get(name, 'stage1')}" in capsys.readouterr().out
 
 
 def test_installed_models_lists_each_folder_once_with_its_one_line_summary(tmp_path, model_cache):
@@ -281,7 +288,8 @@ def test_finetune_retrains_an_installed_model_on_a_few_slices_and_exports_the_be
     assert provenance["steps"] == int(best["step"]) and provenance["finetune"]["train_slices"] == 3 * 1
     assert provenance["finetuned_from"]["name"] == "small-unet" and exported.manifest["architecture"] == "unet"
     stale = [float(row["output_psnr_soft"]) for row in validations if int(row["step"]) > int(best["step"])]
-    assert len(validations) == 6 or len(stale) == 2  # ran to the end, or stopped after two stale validations
+    assert validations[0]["step"] == "0"  # the model it started from is scored first: never exported worse
+    assert len(validations) == 1 + 6 or len(stale) == 2  # ran to the end, or stopped after two stale validations
 
 
 def test_finetune_refuses_single_slice_series_with_the_reason(tmp_path, model_cache):
@@ -294,3 +302,90 @@ def test_finetune_refuses_single_slice_series_with_the_reason(tmp_path, model_ca
     save_model(architecture("unet").build(TINY["unet"]), model_cache / "models" / "u", Normalization(), {})
     with pytest.raises(Exception, match="needs at least two per series"):
         finetune("u", tmp_path / "data", tmp_path / "run")
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_cyclegan_generator_is_the_reference_resnet_with_nine_blocks():
+    rgb = ResnetGenerator(CycleGanConfig(in_channels=3))  # as its reference implementation prints it: 11.378 M
+    assert _count(rgb) == 11_378_179
+    network = ResnetGenerator(CycleGanConfig())
+    blocks = [m for m in network.body if type(m).__name__ == "ResidualBlock"]
+    assert len(blocks) == 9 and all(b.body[1].out_channels == 256 for b in blocks)
+    assert _count(network) == 11_378_179 - 2 * conv(2, 64, 7) + 2 * 64 - 2  # one channel in and out, not three
+
+
+def test_pix2pix_generator_is_the_reference_unet_256():
+    assert _count(Pix2PixGenerator(Pix2PixConfig(in_channels=3))) == 54_413_955  # printed: 54.414 M
+    network = Pix2PixGenerator(Pix2PixConfig())
+    downs = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(downs) == 8 and all(d.stride == (2, 2) and d.kernel_size == (4, 4) for d in downs)
+    assert [d.out_channels for d in downs] == [64, 128, 256, 512, 512, 512, 512, 512]
+    assert sum(isinstance(m, torch.nn.Dropout) for m in network.modules()) == 3
+    assert network.size_multiple == 256
+
+
+def test_patchgan_is_the_70_pixel_discriminator_of_the_reference_implementation():
+    assert _count(PatchGan(3, norm="instance")) == 2_764_737  # CycleGAN's D: 2.765 M
+    assert _count(PatchGan(6, norm="batch")) == 2_768_705  # Pix2Pix's D on (input, image): 2.769 M
+    assert PatchGan(1)(torch.rand(2, 1, 70, 70)).shape == (2, 1, 6, 6)
+
+
+def test_the_fake_pool_mixes_stored_fakes_into_a_full_batch_and_keeps_its_size():
+    pool = FakePool(4, torch.Generator().manual_seed(0))
+    first = torch.arange(4.0).view(4, 1, 1, 1)
+    assert torch.equal(pool(first), first) and len(pool.images) == 4  # filling: passed through
+    later = pool(torch.full((64, 1, 1, 1), 9.0))
+    stored = sum(float(v) < 4 for v in later.flatten())
+    assert 0 < stored <= 4 and len(pool.images) == 4  # some earlier fakes came back, the pool stayed at 4
+    assert torch.equal(FakePool(0, torch.Generator())(first), first)
+
+
+def test_pix2pix_steps_train_the_discriminator_then_the_generator_with_gan_plus_l1(phantom_dataset, tmp_path):
+    config = _tiny(phantom_dataset, tmp_path / "cache", "pix2pix-unet")
+    trainer = Trainer(config, tmp_path / "run", quiet=True)
+    assert isinstance(trainer.critic, PatchGan) and trainer.critic.model[0].in_channels == 2
+    batch = next(trainer._batches())
+    terms = [trainer._pix2pix_step(batch) for _ in range(6)]
+    assert {"adversarial", "l1", "d_real", "d_fake"} <= set(terms[0])
+    assert terms[0]["generator"] == pytest.approx(terms[0]["adversarial"] + 200 * terms[0]["l1"], rel=1e-5)
+    assert terms[-1]["l1"] < terms[0]["l1"]
+
+
+def test_cyclegan_trains_two_generators_and_two_discriminators_without_comparing_pairs(phantom_dataset, tmp_path):
+    config = _tiny(phantom_dataset, tmp_path / "cache", "cyclegan-resnet", "loss.identity=10", "optim.fake_pool=4")
+    trainer = Trainer(config, tmp_path / "run", quiet=True)
+    assert type(trainer.inverse) is ResnetGenerator and isinstance(trainer.critic_x, PatchGan)
+    batch = next(trainer._batches())
+    before = [p.detach().clone() for p in trainer.inverse.parameters()]
+    terms = [trainer._cyclegan_step(batch) for _ in range(6)]
+    assert {"adversarial", "cycle", "identity", "d_x", "d_y"} <= set(terms[0])
+    assert terms[0]["generator"] == pytest.approx(
+        terms[0]["adversarial"] + 20 * terms[0]["cycle"] + 10 * terms[0]["identity"], rel=1e-5)
+    assert terms[-1]["cycle"] < terms[0]["cycle"]
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.inverse.parameters()))
+    # a shuffled target changes nothing that pairs would: the losses see x and y only through G, F, D
+    shuffled = {**batch, "target": batch["target"].flip(0)}
+    assert set(trainer._cyclegan_step(shuffled)) == set(terms[0])
+
+
+@pytest.mark.parametrize("name", ["cyclegan-resnet", "pix2pix-unet"])
+def test_pix2pix_and_cyclegan_runs_resume_bit_for_bit(phantom_dataset, tmp_path, name):
+    from training.checkpoint import list_checkpoints, load_checkpoint
+
+    overrides = ("schedule.validate=false", "schedule.checkpoint_every=2", "schedule.keep_checkpoints=0",
+                 "optim.fake_pool=3")
+    Trainer(_tiny(phantom_dataset, tmp_path / "cache", name, *overrides), tmp_path / "whole", quiet=True).train()
+    Trainer(_tiny(phantom_dataset, tmp_path / "cache", name, *overrides, "schedule.epochs=1"), tmp_path / "parts",
+            quiet=True).train()
+    halfway = list_checkpoints(tmp_path / "parts")[-1]
+    Trainer(_tiny(phantom_dataset, tmp_path / "cache", name, *overrides), tmp_path / "parts", resume=halfway,
+            quiet=True).train()
+    whole, resumed = (load_checkpoint(list_checkpoints(tmp_path / run)[-1]) for run in ("whole", "parts"))
+    assert whole["step"] == resumed["step"] == 4
+    networks = ("generator", "critic", "inverse", "critic_x") if name == "cyclegan-resnet" else ("generator", "critic")
+    for key in networks:
+        for parameter, value in whole[key].items():
+            assert torch.equal(value, resumed[key][parameter]), (key, parameter)

@@ -66,6 +66,8 @@ class LossConfig:
     gradient_penalty: float = 10.0
     structure: float = 0.0  # stage 2, off by default: L1 of low-pass(G(LDCT)) vs low-pass(LDCT)
     structure_sigma_px: float = 3.0
+    cycle: float = 0.0  # cyclegan: weight of the cycle-consistency L1 (both directions)
+    identity: float = 0.0  # cyclegan: weight of the identity L1, G(NDCT) = NDCT and F(LDCT) = LDCT
 
 
 @dataclass
@@ -77,6 +79,7 @@ class OptimConfig:
     critic_lr: float | None = None  # default: lr
     critic_betas: list[float] = field(default_factory=list)  # default: betas
     critic_steps: int = 3  # critic updates per generator update (stage 2)
+    fake_pool: int = 0  # cyclegan: earlier fakes the discriminators also see (50 in the paper)
     freeze_batch_norm: bool = False  # fine-tuning on small batches: the generator's BN keeps init_from's statistics
 
 
@@ -115,7 +118,8 @@ class ValidationConfig:
 class TrainConfig:
     name: str = "run"
     method: str = "hu2024"  # training.methods: whose recipe this is (recorded in the exported manifest)
-    # stage1: supervised, aligned pairs; stage2: WGAN-GP, unaligned pairs; gan: WGAN-GP + supervised, aligned pairs
+    # stage1: supervised, aligned pairs; stage2: WGAN-GP, unaligned pairs; gan: WGAN-GP + supervised, aligned pairs;
+    # pix2pix: conditional PatchGAN + L1, aligned pairs; cyclegan: two generators and PatchGANs, unaligned pairs
     stage: str = "stage1"
     seed: int = 0
     device: str = "auto"

@@ -3,12 +3,15 @@
 A step of stage 1 is one generator update on one batch. A step of stage 2 (unaligned pairs) or of
 ``gan`` (aligned pairs, supervised terms beside the adversarial one: WGAN-VGG, WGAN-MSE) is
 ``critic_steps`` critic updates, each on a fresh batch, then one generator update on the last batch.
+A step of ``pix2pix`` (aligned) is one discriminator then one generator update on one batch; of
+``cyclegan`` (unaligned) one update of both generators, then one of both discriminators.
 An epoch is ``epoch_samples / batch`` steps; learning rates decay every ``lr_step_epochs`` epochs.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -32,14 +35,18 @@ from .critic import Critic
 from .data import Patient, load_patients, split_patients
 from .losses import critic_loss, generator_adversarial_loss, structure_loss, supervised_loss
 from .methods import method
+from .methods.cyclegan import loss as cyclegan_loss
+from .methods.pix2pix import loss as pix2pix_loss
+from .patchgan import FakePool, PatchGan
 from .sampling import SAMPLE_FIELDS, CropSpec, Stage1Crops, Stage2Pairs, StepBatches
 from .validation import Validator
 from .vgg import load_perceptual
 from .volumes import SeriesCache, training_volumes
 
-STAGES = ("stage1", "stage2", "gan")
+STAGES = ("stage1", "stage2", "gan", "pix2pix", "cyclegan")
 BEST = "best.pt"  # the run's best validated state
-ADVERSARIAL = ("stage2", "gan")
+WASSERSTEIN = ("stage2", "gan")  # the WGAN-GP critic, critic_steps batches a step
+UNALIGNED = ("stage2", "cyclegan")  # trained on simulated unaligned pairs
 
 
 class Trainer:
@@ -86,6 +93,8 @@ class Trainer:
         bar = tqdm(total=config.total_steps, initial=self.step, desc=config.stage, unit="step",
                    disable=self.quiet or not self.processes.is_main, dynamic_ncols=True)
         first_step, session_start = self.step, time.perf_counter()
+        if self.step == 0 and config.init_from and self.validator is not None:
+            self._validate()  # the model it continues from: the baseline, and the best state until beaten
         try:
             while self.step < config.total_steps and not self._out_of_time(session_start) and not self._stale():
                 started = time.perf_counter()
@@ -118,6 +127,8 @@ class Trainer:
         scales and shifts still learn.
         """
         self.generator.train()
+        if self.inverse is not None:
+            self.inverse.train()
         if self.config.optim.freeze_batch_norm:
             for module in self.generator.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -131,9 +142,10 @@ class Trainer:
     # --- one step -------------------------------------------------------------------------------
 
     def _train_step(self, batches: Iterator[dict]) -> dict[str, float]:
-        if self.config.stage == "stage1":
-            return self._stage1_step(next(batches))
-        return self._stage2_step([next(batches) for _ in range(self.config.optim.critic_steps)])
+        if self.config.stage in WASSERSTEIN:
+            return self._stage2_step([next(batches) for _ in range(self.config.optim.critic_steps)])
+        step = {"stage1": self._stage1_step, "pix2pix": self._pix2pix_step, "cyclegan": self._cyclegan_step}
+        return step[self.config.stage](next(batches))
 
     def _stage1_step(self, batch: dict) -> dict[str, float]:
         if "params" in batch and self.processes.is_main:
@@ -168,6 +180,37 @@ class Trainer:
         return {"generator": float(loss.detach()), "adversarial": float(adversarial.detach()),
                 **{k: float(v.detach()) for k, v in reported.items()}}
 
+    def _pix2pix_step(self, batch: dict) -> dict[str, float]:
+        """Pix2Pix's order: the discriminator on the detached fake, then the generator against it."""
+        noisy, clean = batch["input"].to(self.device), batch["target"].to(self.device)
+        with self._autocast():
+            fake = self.generator(noisy).float()
+        judged = pix2pix_loss.discriminator_loss(self.critic, noisy, clean, fake)
+        self._update(self.c_optimizer, judged.pop("critic"))
+        with self._autocast():
+            adversarial = pix2pix_loss.generator_gan_loss(self.critic, noisy, fake)
+            supervised = supervised_loss(fake, clean, self.config.loss, self.features)
+            loss = self.config.loss.adversarial * adversarial + supervised.pop("loss")
+        self._update(self.g_optimizer, loss)
+        reported = {"generator": loss, "adversarial": adversarial, **supervised, **judged}
+        return {k: float(v.detach()) for k, v in reported.items()}
+
+    def _cyclegan_step(self, batch: dict) -> dict[str, float]:
+        """CycleGAN's order: both generators, then both discriminators on (pooled) fakes."""
+        x, y = batch["input"].to(self.device), batch["target"].to(self.device)
+        weights = self.config.loss
+        with self._autocast():
+            terms = cyclegan_loss.generator_terms(self.generator, self.inverse, self.critic, self.critic_x, x, y,
+                                                  weights.cycle, weights.identity)
+        fake_y, fake_x = terms.pop("fake_y"), terms.pop("fake_x")
+        self._update(self.g_optimizer, terms["loss"])
+        with self._autocast():
+            judged_y = cyclegan_loss.discriminator_loss(self.critic, y, self.pools[0](fake_y))
+            judged_x = cyclegan_loss.discriminator_loss(self.critic_x, x, self.pools[1](fake_x))
+        self._update(self.c_optimizer, judged_y + judged_x)
+        reported = {**terms, "generator": terms.pop("loss"), "d_y": judged_y, "d_x": judged_x}
+        return {k: float(v.detach()) for k, v in reported.items()}
+
     def _update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -199,12 +242,15 @@ class Trainer:
                 },
             )
         if end_of_epoch and self.validator is not None:
-            scores = self.validator(distributed.unwrap(self.generator))
-            self._log("validation.csv", {"step": self.step, **scores})
-            self._track_best(scores["output_psnr_soft"])
-            self._training_mode()
+            self._validate()
         if self.step % schedule.checkpoint_every == 0:
             self._save()
+
+    def _validate(self) -> None:
+        scores = self.validator(distributed.unwrap(self.generator))
+        self._log("validation.csv", {"step": self.step, **scores})
+        self._track_best(scores["output_psnr_soft"])
+        self._training_mode()
 
     def _track_best(self, psnr_soft: float) -> None:
         """Keep the best validated state as ``best.pt`` (what ``finetune`` exports) and count stale validations."""
@@ -271,6 +317,10 @@ class Trainer:
         if self.critic is not None:
             state["critic"] = distributed.unwrap(self.critic).state_dict()
             state["c_optimizer"] = self.c_optimizer.state_dict()
+        if self.inverse is not None:  # cyclegan: F (NDCT to LDCT), D_X and the pools of fakes
+            state["inverse"] = distributed.unwrap(self.inverse).state_dict()
+            state["critic_x"] = distributed.unwrap(self.critic_x).state_dict()
+            state["pools"] = [pool.state() for pool in self.pools]
         if self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -286,6 +336,11 @@ class Trainer:
         if self.critic is not None:
             distributed.unwrap(self.critic).load_state_dict(state["critic"])
             self.c_optimizer.load_state_dict(state["c_optimizer"])
+        if self.inverse is not None:
+            distributed.unwrap(self.inverse).load_state_dict(state["inverse"])
+            distributed.unwrap(self.critic_x).load_state_dict(state["critic_x"])
+            for pool, images in zip(self.pools, state["pools"], strict=True):
+                pool.load(images, self.device)
         torch.set_rng_state(state["rng"]["torch"])
         self.epsilon_rng.set_state(state["rng"]["epsilon"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
@@ -308,21 +363,35 @@ class Trainer:
                     f"{entry.name} with {config.network_config.to_dict()} (set architecture and model.* to match)"
                 )
             generator.load_state_dict(state)
-        self.generator = distributed.wrap(generator.to(self.device), self.processes, self.device)
+        self.epsilon_rng = torch.Generator().manual_seed(config.seed * 1000 + self.processes.rank)
+        self.generator = self._wrap(generator)
+        self.inverse, self.critic, self.critic_x, self.c_optimizer, self.features = None, None, None, None, None
+        critics = {"stage2": lambda: Critic(config.data.crop), "gan": lambda: Critic(config.data.crop),
+                   "pix2pix": lambda: PatchGan(2, norm="batch"), "cyclegan": lambda: PatchGan(1, norm="instance")}
+        if config.stage in critics:
+            self.critic = self._wrap(critics[config.stage]())
+        if config.stage == "cyclegan":  # F (NDCT to LDCT, same network) and D_X (judges LDCT)
+            self.inverse = self._wrap(entry.build(config.network_config))
+            self.critic_x = self._wrap(PatchGan(1, norm="instance"))
+            self.pools = [FakePool(config.optim.fake_pool, self.epsilon_rng) for _ in range(2)]
         self._training_mode()
         optim = config.optim
-        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=optim.lr, betas=tuple(optim.betas))
-        self.critic, self.c_optimizer, self.features = None, None, None
+        generators = [m for m in (self.generator, self.inverse) if m is not None]
+        self.g_optimizer = torch.optim.Adam(itertools.chain(*(m.parameters() for m in generators)), lr=optim.lr,
+                                            betas=tuple(optim.betas))
         optimizers = [self.g_optimizer]
-        if config.stage in ADVERSARIAL:
-            self.critic = distributed.wrap(Critic(config.data.crop).to(self.device), self.processes, self.device)
-            self.c_optimizer = torch.optim.Adam(self.critic.parameters(), lr=optim.critic_lr or optim.lr,
+        if self.critic is not None:
+            critics_trained = [m for m in (self.critic, self.critic_x) if m is not None]
+            self.c_optimizer = torch.optim.Adam(itertools.chain(*(m.parameters() for m in critics_trained)),
+                                                lr=optim.critic_lr or optim.lr,
                                                 betas=tuple(optim.critic_betas or optim.betas))
             optimizers.append(self.c_optimizer)
-        if config.loss.perceptual > 0 and config.stage != "stage2":
+        if config.loss.perceptual > 0 and config.stage not in UNALIGNED:
             self.features = load_perceptual(config.loss.vgg_weights, config.loss.vgg_layers).to(self.device)
         self.schedulers = [torch.optim.lr_scheduler.StepLR(o, optim.lr_step_epochs, optim.lr_gamma) for o in optimizers]
-        self.epsilon_rng = torch.Generator().manual_seed(config.seed * 1000 + self.processes.rank)
+
+    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        return distributed.wrap(module.to(self.device), self.processes, self.device)
 
     def _split(self) -> dict[str, list[Patient]]:
         data = self.config.data
@@ -336,12 +405,11 @@ class Trainer:
         if self.processes.is_main:
             self.processes.barrier()
         crops = CropSpec(config.data.crop, config.seed, self.normalization, config.data.min_tissue_fraction)
-        if config.stage != "stage2":
-            dataset = Stage1Crops(volumes, crops, config.noise, config.data)
-            per_step = config.optim.critic_steps if config.stage == "gan" else 1
-        else:
+        if config.stage in UNALIGNED:
             dataset = Stage2Pairs(volumes, crops, config.stage2, config.noise, config.data)
-            per_step = config.optim.critic_steps
+        else:
+            dataset = Stage1Crops(volumes, crops, config.noise, config.data)
+        per_step = config.optim.critic_steps if config.stage in WASSERSTEIN else 1
         sampler = StepBatches(
             config.schedule.batch,
             self.step * per_step,

@@ -141,10 +141,11 @@ def projection_settings(noise: NoiseConfig, dose_fraction: float) -> ProjectionN
 
 def training_volumes(config: TrainConfig, patients: list[Patient], cache: SeriesCache) -> list[SlicePair]:
     """Each training patient's NDCT with the low-dose volumes this stage needs (decoded/simulated once)."""
-    needs_low_dose = config.noise.kind == "projection" or (config.stage == "stage2" and config.noise.kind != "scanner")
+    unaligned = config.stage in ("stage2", "cyclegan")  # real unaligned pairs where the dataset has them
+    needs_low_dose = config.noise.kind == "projection" or (unaligned and config.noise.kind != "scanner")
     volumes = []
     for patient in patients:
-        if config.stage == "stage2" and patient.ldct is not None:
+        if unaligned and patient.ldct is not None:
             ldct, ndct = cache.real_pair(patient)
             volumes.append(SlicePair(ndct.hu, (ldct.hu,), simulated=False, pixel_mm=ldct.spacing[0]))
             continue

@@ -43,6 +43,12 @@ METHODS = {
         Method("structkpn", "structkpn", "structkpn",
                "Xu et al., IEEE ICIP 2021:1639-1643, doi 10.1109/ICIP42928.2021.9506679",
                "kernel prediction network with a structure-aware loss (per-pixel L2 / SSIM / L1)"),
+        Method("pix2pix", "pix2pix", "pix2pix-unet",
+               "Isola et al., IEEE CVPR 2017:1125-1134, doi 10.1109/CVPR.2017.632",
+               "U-Net generator trained as a conditional GAN (PatchGAN) with L1 on aligned pairs"),
+        Method("cyclegan", "cyclegan", "cyclegan-resnet",
+               "Zhu et al., IEEE ICCV 2017:2223-2232, doi 10.1109/ICCV.2017.244",
+               "ResNet generators trained with cycle consistency and least-squares GANs on unpaired LDCT/NDCT"),
     )
 }
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..model import Generator, GeneratorConfig
+from .cyclegan import CycleGanConfig, ResnetGenerator
+from .pix2pix import Pix2PixConfig, Pix2PixGenerator
 from .structkpn import StructKPN, StructKpnConfig
 from .unet import UNet, UNetConfig
 from .wgan_vgg import WganVggConfig, WganVggGenerator
@@ -47,6 +49,10 @@ ARCHITECTURES = {
         Architecture("structkpn", StructKpnConfig, StructKPN,
                      "kernel prediction network StructKPN (Xu et al., ICIP 2021)",
                      lambda c: 4 * (4 * c.width + 3 * c.kernel_size**2)),
+        Architecture("cyclegan-resnet", CycleGanConfig, ResnetGenerator,
+                     "ResNet generator of CycleGAN (Zhu et al., ICCV 2017)", lambda c: 4 * 4 * c.base_width),
+        Architecture("pix2pix-unet", Pix2PixConfig, Pix2PixGenerator,
+                     "U-Net generator of Pix2Pix (Isola et al., CVPR 2017)", lambda c: 4 * 2 * c.base_width),
     )
 }
 DEFAULT_ARCHITECTURE = "attention-residual-unet"
