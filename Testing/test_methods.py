@@ -389,3 +389,21 @@ def test_pix2pix_and_cyclegan_runs_resume_bit_for_bit(phantom_dataset, tmp_path,
     for key in networks:
         for parameter, value in whole[key].items():
             assert torch.equal(value, resumed[key][parameter]), (key, parameter)
+
+
+def test_the_model_card_is_drafted_from_the_manifest_with_the_exported_steps_validation(phantom_dataset, tmp_path):
+    from training.cli import main
+
+    config = _tiny(phantom_dataset, tmp_path / "cache", "structkpn", "schedule.epochs=2", "schedule.validate=true",
+                   "validation.crop=32", "validation.max_slices=1")
+    Trainer(config, tmp_path / "run", quiet=True).train()
+    export_model(tmp_path / "run" / "best.pt", tmp_path / "model", name="kpn")
+    validations = {row["step"]: row for row in csv.DictReader((tmp_path / "run" / "validation.csv").open())}
+    recorded = load_model(tmp_path / "model").manifest["provenance"]["validation"]
+    best_step = str(load_model(tmp_path / "model").manifest["provenance"]["steps"])
+    assert recorded["output_psnr_soft"] == pytest.approx(float(validations[best_step]["output_psnr_soft"]))
+    assert main(["card", str(tmp_path / "model"), "--good", "flat tissue", "--bad", "edges"]) == 0
+    card = (tmp_path / "model" / "MODEL_CARD.md").read_text()
+    parameters = sum(p.numel() for p in architecture("structkpn").build(TINY["structkpn"]).parameters())
+    assert f"{parameters:,} parameters" in card and f"{recorded['output_psnr_soft']:.2f} dB" in card
+    assert "Good at: flat tissue" in card and "Bad at: edges" in card and f"{best_step} steps" in card

@@ -17,6 +17,7 @@ from .export import export_model
 from .finetune import PRESET as FINETUNE_PRESET
 from .finetune import finetune
 from .methods import METHODS
+from .model_card import write_model_card
 from .pack import DEVICE_TREE_LIMIT_MIB, pack_dataset, travelling_mib
 from .trainer import Trainer
 from .volumes import SeriesCache, training_volumes
@@ -66,6 +67,10 @@ def methods_command(args: argparse.Namespace) -> None:
 def export_command(args: argparse.Namespace) -> None:
     manifest = export_model(args.checkpoint, args.out, half=args.half, name=args.name)
     print(f"ldct-train: exported {manifest}")
+
+
+def card_command(args: argparse.Namespace) -> None:
+    print(f"ldct-train: wrote {write_model_card(args.model, args.title, args.good, args.bad)}")
 
 
 def evaluate_command(args: argparse.Namespace) -> None:
@@ -154,6 +159,12 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
     command.add_argument("--name", default="default")
     command.set_defaults(run=export_command)
+    command = commands.add_parser("card", help="draft MODEL/MODEL_CARD.md from what the manifest records")
+    command.add_argument("model", help="exported model folder")
+    command.add_argument("--title", default="", help="one line after the name")
+    command.add_argument("--good", default="", help="what the model is good at (your judgement)")
+    command.add_argument("--bad", default="", help="what it is bad at (your judgement)")
+    command.set_defaults(run=card_command)
     command = commands.add_parser("evaluate", help="metrics of a model on the held-out patients")
     command.add_argument("model", help="exported model folder, checkpoint file or run folder")
     _config_arguments(command)

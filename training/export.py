@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -42,6 +43,7 @@ def export_model(
         "training_seconds": round(float(state.get("seconds", 0.0)), 1),
         "checkpoint": {"file": Path(state["path"]).name, "sha256": sha256_of(Path(state["path"]))},
         "initialised_from": _lineage(config.get("init_from")),
+        "validation": _validation(state),
         "config": config,
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "software": {"torch": torch.__version__, "python": platform.python_version(), "git": _git_commit()},
@@ -57,6 +59,18 @@ def export_model(
         half=half,
         summary=summary or f"{recipe.name}: {recipe.summary} ({state['stage']}, {state['step']} steps)",
     )
+
+
+def _validation(state: dict) -> dict:
+    """The run's validation figures at the exported step (validation.csv beside the checkpoint), if it ran."""
+    path = Path(state["path"])
+    run = path.parent if path.parent.name != "checkpoints" else path.parent.parent
+    try:
+        rows = list(csv.DictReader((run / "validation.csv").open()))
+    except OSError:
+        return {}
+    row = next((r for r in rows if int(r["step"]) == state["step"]), None)
+    return {k: float(v) for k, v in row.items() if k != "step"} if row else {}
 
 
 def _lineage(source: str | None) -> list[dict]:
