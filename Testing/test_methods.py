@@ -327,6 +327,15 @@ def test_pix2pix_generator_is_the_reference_unet_256():
     assert network.size_multiple == 256
 
 
+@pytest.mark.parametrize("name", ["cyclegan-resnet", "pix2pix-unet"])
+def test_a_generator_that_learns_the_correction_starts_as_the_identity(name):
+    torch.manual_seed(0)
+    network, x = architecture(name).build(TINY[name]), torch.rand(2, 1, 64, 64)
+    assert torch.equal(network(x), x)
+    image = architecture(name).build({**TINY[name], "residual": False})  # the papers' tanh image instead
+    assert not torch.allclose(image(x), x, atol=1e-3)
+
+
 def test_patchgan_is_the_70_pixel_discriminator_of_the_reference_implementation():
     assert _count(PatchGan(3, norm="instance")) == 2_764_737  # CycleGAN's D: 2.765 M
     assert _count(PatchGan(6, norm="batch")) == 2_768_705  # Pix2Pix's D on (input, image): 2.769 M
@@ -344,7 +353,8 @@ def test_the_fake_pool_mixes_stored_fakes_into_a_full_batch_and_keeps_its_size()
 
 
 def test_pix2pix_steps_train_the_discriminator_then_the_generator_with_gan_plus_l1(phantom_dataset, tmp_path):
-    config = _tiny(phantom_dataset, tmp_path / "cache", "pix2pix-unet")
+    paper = json.dumps({**TINY["pix2pix-unet"], "residual": False})  # the tanh image: L1 starts large, then falls
+    config = _tiny(phantom_dataset, tmp_path / "cache", "pix2pix-unet", f"model={paper}")
     trainer = Trainer(config, tmp_path / "run", quiet=True)
     assert isinstance(trainer.critic, PatchGan) and trainer.critic.model[0].in_channels == 2
     batch = next(trainer._batches())
@@ -355,7 +365,9 @@ def test_pix2pix_steps_train_the_discriminator_then_the_generator_with_gan_plus_
 
 
 def test_cyclegan_trains_two_generators_and_two_discriminators_without_comparing_pairs(phantom_dataset, tmp_path):
-    config = _tiny(phantom_dataset, tmp_path / "cache", "cyclegan-resnet", "loss.identity=10", "optim.fake_pool=4")
+    paper = json.dumps({**TINY["cyclegan-resnet"], "residual": False})  # tanh images: the cycle term starts large
+    config = _tiny(phantom_dataset, tmp_path / "cache", "cyclegan-resnet", f"model={paper}", "loss.identity=10",
+                   "optim.fake_pool=4")
     trainer = Trainer(config, tmp_path / "run", quiet=True)
     assert type(trainer.inverse) is ResnetGenerator and isinstance(trainer.critic_x, PatchGan)
     batch = next(trainer._batches())

@@ -4,7 +4,8 @@ c7s1-64, d128, d256, nine residual blocks of 256, u128, u64, c7s1-1: reflection 
 normalisation (no affine, convs with bias) and ReLU, as the authors' reference implementation
 builds it (11.378 M parameters for RGB at width 64). The papers' last layer is a tanh that outputs
 the image; ``residual: true`` replaces it by a plain conv whose output is added to the input (the
-correction is learnt, as this project's short budgets need). Instance norm normalises each image by
+correction is learnt, as this project's short budgets need), zero-initialised so that training
+starts from the identity. Instance norm normalises each image by
 its own statistics, so a whole slice is normalised differently from a training crop: a known trait
 of the architecture, kept.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import DenoisingNetwork, NetworkConfig
+from .base import DenoisingNetwork, NetworkConfig, residual_output
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class ResnetGenerator(DenoisingNetwork):
                        nn.InstanceNorm2d(after), nn.ReLU(inplace=True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(w, c.in_channels, 7)]
         self.body = nn.Sequential(*layers)
-        self.output = nn.Identity() if c.residual else nn.Tanh()
+        self.output = residual_output(layers[-1]) if c.residual else nn.Tanh()
 
     @property
     def size_multiple(self) -> int:

@@ -5,7 +5,7 @@ except the first and the innermost), as many 4x4 transposed convolutions up (ReL
 dropout 0.5 in the three deepest 512 levels), skips by concatenation (``unet_256``: depth 8, 54.414 M
 parameters for RGB; ``unet_128``: depth 7). The paper keeps dropout at test time as its noise source;
 here eval mode turns it off, so one input gives one output. Output as in CycleGAN's generator: tanh
-image, or with ``residual: true`` a correction added to the input.
+image, or with ``residual: true`` a correction added to the input, the last layer zero-initialised.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import DenoisingNetwork, NetworkConfig
+from .base import DenoisingNetwork, NetworkConfig, residual_output
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class Pix2PixGenerator(DenoisingNetwork):
         for outer in (4 * w, 2 * w, w):
             block = SkipBlock(outer, 2 * outer, block)
         self.body = SkipBlock(c.in_channels, w, block, outermost=True, in_channels=c.in_channels)
-        self.output = nn.Identity() if c.residual else nn.Tanh()
+        self.output = residual_output(self.body.model[-1]) if c.residual else nn.Tanh()
 
     @property
     def size_multiple(self) -> int:
