@@ -419,3 +419,23 @@ def test_the_model_card_is_drafted_from_the_manifest_with_the_exported_steps_val
     parameters = sum(p.numel() for p in architecture("structkpn").build(TINY["structkpn"]).parameters())
     assert f"{parameters:,} parameters" in card and f"{recorded['output_psnr_soft']:.2f} dB" in card
     assert "Good at: flat tissue" in card and "Bad at: edges" in card and f"{best_step} steps" in card
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_network_runs_on_onnx_runtime_as_on_torch(model_cache, name):
+    from LDCTDenoiseLib import onnx_runtime
+    from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
+    from LDCTDenoiseLib.simulation import make_phantom
+    from LDCTDenoiseLib.weights import LoadedModel
+
+    if not onnx_runtime.available():
+        pytest.skip("onnxruntime and onnx are not installed")
+    torch.manual_seed(0)  # Pix2Pix and CycleGAN in their tanh form: a zero-initialised correction would pass trivially
+    model = LoadedModel(architecture(name).build({**TINY[name], "residual": False} if name in STAGE else TINY[name])
+                        .eval(), Normalization(), manifest={}, name=name)
+    hu = make_phantom((2, 64, 64)).array[:, :45, :51]
+    runs = {runtime: VolumeDenoiser(model, EngineOptions(device="cpu", compile="off", runtime=runtime))
+            for runtime in ("onnxruntime", "torch")}
+    outputs = {runtime: denoiser(hu) for runtime, denoiser in runs.items()}
+    assert runs["onnxruntime"].last_run["runtime"] == "onnxruntime"
+    np.testing.assert_allclose(outputs["onnxruntime"], outputs["torch"], atol=0.05)  # HU

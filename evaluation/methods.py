@@ -99,4 +99,6 @@ def _model(spec: MethodSpec, device: str) -> Method:
         "initialised_from": [f"{i.get('run')} ({i.get('stage')}, {i.get('steps')} steps)"
                              for i in provenance.get("initialised_from", [])],
         "crop": provenance.get("config", {}).get("data", {}).get("crop"),
-        "batch": provenance.get("config", {}).get("schedule", {}).get("batch")})
+        "batch": provenance.get("config", {}).get("schedule", {}).get("batch"),
+        "method": provenance.get("method_name", "hu2024"),
+        "machine": provenance.get("machine", {}).get("processor", "")})

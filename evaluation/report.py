@@ -181,13 +181,15 @@ def _speed(result: StudyResult) -> list[str]:
             device = m.denoiser.last_run.get("device", "") if getattr(m, "denoiser", None) else "cpu (numpy)"
             lines.append(f"| {m.name} | {m.slices} | {m.seconds / m.slices:.2f} | {device} |")
     lines += ["", "Model runs include loading and, on the first volume, warm-up. Training throughput from each "
-              "model's manifest (its run's own timing):", "", "| model | stage | steps | crop | batch | s/step |",
-              "|---|---|---|---|---|---|"]
+              "model's manifest (its run's own timing, this run only: not the runs it started from):", "",
+              "| model | method | stage | steps | crop | batch | s/step | training time | machine |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for m in result.methods:
         p = m.parameters
         if m.kind == "model" and m.available and p.get("steps"):
-            lines.append(f"| {m.name} | {p['stage']} | {p['steps']} | {p['crop']} | {p['batch']} | "
-                         f"{p['training_seconds'] / p['steps']:.2f} |")
+            lines.append(f"| {m.name} | {p.get('method', '')} | {p['stage']} | {p['steps']} | {p['crop']} | "
+                         f"{p['batch']} | {p['training_seconds'] / p['steps']:.2f} | "
+                         f"{p['training_seconds'] / 60:.1f} min | {p.get('machine', '')} |")
     results = REPOSITORY / "benchmarks" / "RESULTS.md"
     if results.is_file():
         table = [line for line in results.read_text().split("# Region analysis")[0].splitlines()

@@ -9,6 +9,8 @@ along edges. Its structure-aware loss lives with the method's training code
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +39,7 @@ class StructKpnConfig(NetworkConfig):
 def local_convolution(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     """``out[n, 0, y, x] = sum_ij kernels[n, i*k + j, y, x] * image[n, 0, y + i - r, x + j - r]`` (replicate edges)."""
     count = kernels.shape[1]
-    size = round(count**0.5)
+    size = math.isqrt(int(count))  # int(): a plain number also while the ONNX exporter traces shapes
     if size * size != count or image.shape[1] != 1:
         raise ValueError(f"need one image channel and k*k kernel channels; got {image.shape[1]} and {count}")
     radius = size // 2
