@@ -10,7 +10,6 @@ along edges. Its structure-aware loss lives with the method's training code
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import torch
