@@ -439,3 +439,29 @@ def test_every_network_runs_on_onnx_runtime_as_on_torch(model_cache, name):
     outputs = {runtime: denoiser(hu) for runtime, denoiser in runs.items()}
     assert runs["onnxruntime"].last_run["runtime"] == "onnxruntime"
     np.testing.assert_allclose(outputs["onnxruntime"], outputs["torch"], atol=0.05)  # HU
+
+
+def test_a_model_folder_is_installed_into_the_cache_and_then_loads_by_name(tmp_path, model_cache, capsys):
+    from LDCTDenoiseLib.cli import main
+
+    folder = tmp_path / "study" / "kpn-study"
+    save_model(architecture("structkpn").build(TINY["structkpn"]), folder, Normalization(), {}, name="kpn-study")
+    (folder / "MODEL_CARD.md").write_text("# Model card\n")
+    assert main(["models", "--install", str(folder), "--as", "kpn", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["installed"] == str(model_cache / "models" / "kpn")
+    assert find_model("kpn").manifest["architecture"] == "structkpn"
+    assert (model_cache / "models" / "kpn" / "MODEL_CARD.md").is_file()
+    assert main(["models", "--install", str(folder), "--as", "kpn"]) != 0  # never overwritten
+    assert "already installed" in capsys.readouterr().err
+
+
+def test_a_model_that_fails_its_checksum_is_not_installed(tmp_path, model_cache, capsys):
+    from LDCTDenoiseLib.cli import main
+
+    folder = tmp_path / "bad"
+    save_model(architecture("structkpn").build(TINY["structkpn"]), folder, Normalization(), {})
+    weights = folder / "generator.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    assert main(["models", "--install", str(folder)]) != 0
+    assert "checksum mismatch" in capsys.readouterr().err
+    assert not (model_cache / "models").exists()  # nothing copied, not even a staging folder

@@ -19,7 +19,7 @@ from .io import Volume, check_output_format, read_volume, write_volume
 from .launcher import signals_answered
 from .metrics import DEFAULT_WINDOWS, Window
 from .simulation import FILTERS, ProjectionNoise, ScannerNoise, make_phantom, simulate_low_dose
-from .weights import find_model, installed_models, model_search_paths
+from .weights import find_model, install_model, installed_models, model_search_paths
 
 # The demo's low-dose scan: about a quarter dose on a clinical scanner (40 HU more noise at the body
 # centre, a standard kernel, 984 views, bowtie and tube-current modulation).
@@ -133,8 +133,9 @@ def info_command(args: argparse.Namespace) -> dict:
 
 
 def models_command(args: argparse.Namespace) -> dict:
-    """Every model that loads by name, with its architecture and one-line summary."""
-    return {"command": "models", "models": {
+    """Every model that loads by name, with its architecture and one-line summary (after installing one)."""
+    installed = {"installed": str(install_model(args.install, args.name))} if args.install else {}
+    return {"command": "models", **installed, "models": {
         model.name: {"architecture": model.architecture, "summary": model.summary, "folder": str(model.folder)}
         for model in installed_models()}}
 
@@ -362,7 +363,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", required=True, type=Path, help="new folder for CSV, JSON, table.md and figures")
 
     command("info", info_command, "show devices, torch and where models are looked for")
-    command("models", models_command, "list the installed models (usable as --model NAME)")
+    sub = command("models", models_command, "list the installed models (usable as --model NAME)")
+    sub.add_argument("--install", metavar="FOLDER", help="first copy this model folder (checksum verified) into the "
+                                                         "user cache, e.g. evaluation/models/pix2pix")
+    sub.add_argument("--as", dest="name", help="the installed name (default: the folder's name)")
 
     sub = command("demo", demo_command, "simulate low dose on real CT (or a phantom) and denoise it")
     sub.add_argument("--out", default="demo-output", help="folder for the volumes and summary.json")

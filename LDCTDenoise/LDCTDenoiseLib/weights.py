@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -190,6 +191,32 @@ def is_model_name(spec: str | Path) -> bool:
     text = str(spec)
     return bool(text) and not Path(text).expanduser().exists() and "/" not in text and "\\" not in text \
         and not text.endswith((".json", ".safetensors"))
+
+
+def install_model(folder: str | Path, name: str | None = None) -> Path:
+    """Copy a verified model folder into the user cache, so ``--model NAME`` and the Slicer selector find it.
+
+    The checksum is verified first, and the copy is made beside its destination and renamed into
+    place, so an interrupted install leaves no half-copied model that would list as installed.
+    """
+    source = Path(folder).expanduser()
+    model = load_model(source)
+    name = name or source.name
+    if not is_model_name(name):
+        raise WeightsError(f"{name!r} cannot be a model's name: use one word without slashes, e.g. --as my-model")
+    target = cache_dir() / "models" / name
+    if target.exists():
+        raise WeightsError(f"a model named {name!r} is already installed at {target}; remove that folder first, "
+                           "or install under another name with --as")
+    staging = target.with_name(f".{name}.installing")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for path in (_as_manifest(source), _weights_path(model.manifest, _as_manifest(source)),
+                 _as_manifest(source).with_name("MODEL_CARD.md")):
+        if path.is_file():
+            shutil.copy2(path, staging / path.name)
+    staging.rename(target)
+    return target
 
 
 def _installed(name: str) -> LoadedModel:
