@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_generator
-from LDCTDenoiseLib import onnx_runtime
+from LDCTDenoiseLib import onnx_runtime, openvino_runtime
 from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser, denoise_volume
 from LDCTDenoiseLib.io import read_volume
@@ -86,3 +86,19 @@ def test_the_bundled_model_on_two_real_slices_within_a_hundredth_of_a_hu(shared_
                            for i, s in enumerate(ndct)])
     difference = np.abs(VolumeDenoiser(model, ONNX)(low) - VolumeDenoiser(model, TORCH)(low))[body_mask(ndct)]
     assert np.percentile(difference, 99) < 0.01 and difference.max() < 0.1  # measured: see benchmarks/RESULTS.md
+
+
+@pytest.mark.skipif(not openvino_runtime.available(), reason="openvino is not installed (an optional runtime)")
+@pytest.mark.parametrize("shape", [(3, 48, 40), (2, 37, 51)])
+def test_openvino_runs_the_same_graph_as_torch_on_any_slice_size(model, shape):
+    hu = make_phantom((shape[0], 64, 64)).array[:, : shape[1], : shape[2]]
+    denoiser = VolumeDenoiser(model, EngineOptions(device="cpu", compile="off", runtime="openvino"))
+    out = denoiser(hu)
+    assert denoiser.last_run["runtime"] == "openvino" and len(denoiser.onnx.compiled) == 1  # one size, one compile
+    np.testing.assert_allclose(out, denoise_volume(hu, model, TORCH), atol=0.05)  # HU
+
+
+def test_asking_for_openvino_without_it_is_an_error_that_says_what_to_install(model, monkeypatch):
+    monkeypatch.setattr(openvino_runtime, "available", lambda: False)
+    with pytest.raises(InputError, match="pip install openvino"):
+        VolumeDenoiser(model, EngineOptions(device="cpu", runtime="openvino"))

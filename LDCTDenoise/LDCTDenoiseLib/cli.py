@@ -307,7 +307,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--compile", default="auto", choices=COMPILE_MODES,
                          help="torch.compile (auto: on CPU for volumes of >= 100 slices when ONNX Runtime is absent)")
         sub.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                         help="auto: ONNX Runtime for fp32 on the CPU when installed, else torch")
+                         help="auto: ONNX Runtime for fp32 on the CPU when installed, else torch; openvino: the same "
+                              "graph compiled per slice size by OpenVINO (optional: pip install openvino)")
         sub.add_argument("--strength", type=float, default=100.0, metavar="PERCENT",
                          help="how much of the network's correction to apply: 0 (the input) to 100 (default)")
 

@@ -29,7 +29,7 @@ from .weights import LoadedModel, cache_dir
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MODES = ("auto", "on", "off")
-RUNTIMES = ("auto", "torch", "onnxruntime")  # auto: ONNX Runtime for fp32 on CPU when installed
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")  # auto: ONNX Runtime for fp32 on CPU when installed
 CPU_COMPILE_MIN_SLICES = 100  # below this, compiling (about a minute cold) does not pay on CPU
 ProgressCallback = Callable[[int, int], None]
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class EngineOptions:
     compile: str = "auto"  # torch.compile: auto uses it on CPU for large volumes
     channels_last: bool = True
     strength: float = 1.0  # fraction of the network's correction applied, 0 to 1
-    runtime: str = "auto"  # auto, torch, onnxruntime (CPU): see RUNTIMES
+    runtime: str = "auto"  # auto, torch, onnxruntime or openvino (CPU): see RUNTIMES
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 1.0:
@@ -121,7 +121,7 @@ class VolumeDenoiser:
 
     @property
     def runtime(self) -> str:
-        return "onnxruntime" if self.onnx is not None else "torch"
+        return "torch" if self.onnx is None else self.onnx.name
 
     @property
     def header(self) -> dict[str, str]:
@@ -199,20 +199,25 @@ class VolumeDenoiser:
         return np.asarray(hu_batch, dtype=np.float32) + correction
 
     def _onnx_correction(self):
-        """ONNX Runtime's session when the options ask for it (or auto finds it worth it), else None.
+        """The exported graph's runner when the options ask for one (or auto finds it worth it), else None.
 
-        auto takes it for fp32 on the CPU unless torch.compile was asked for; without ONNX
-        Runtime it says so once and runs torch. Asked for explicitly, its absence is an error.
+        auto takes ONNX Runtime for fp32 on the CPU unless torch.compile was asked for; without it,
+        it says so once and runs torch. A runtime asked for explicitly (onnxruntime, openvino) that is
+        missing or fails is an error.
         """
-        from . import onnx_runtime
+        from . import onnx_runtime, openvino_runtime
 
         wanted = self.options.runtime
         if wanted == "torch" or (wanted == "auto" and (self.device.type != "cpu" or self.dtype != torch.float32
                                                        or self.options.compile == "on")):
             return None
-        if wanted == "onnxruntime" and (self.device.type != "cpu" or self.dtype != torch.float32):
-            raise InputError(f"the onnxruntime runtime runs fp32 on the CPU; got {self.device} {self.dtype}: "
+        if wanted != "auto" and (self.device.type != "cpu" or self.dtype != torch.float32):
+            raise InputError(f"the {wanted} runtime runs fp32 on the CPU; got {self.device} {self.dtype}: "
                              "use --device cpu --precision fp32, or --runtime torch")
+        if wanted == "openvino":
+            if not openvino_runtime.available():
+                raise InputError("--runtime openvino needs OpenVINO and onnx: pip install openvino onnx")
+            return openvino_runtime.OpenVinoCorrection(self.model)
         if not onnx_runtime.available():
             if wanted == "onnxruntime":
                 raise InputError("--runtime onnxruntime needs ONNX Runtime and onnx: pip install onnxruntime onnx")

@@ -83,12 +83,14 @@ def export_graph(model: LoadedModel, path: Path) -> None:
 class OnnxCorrection:
     """The network's correction on numpy batches through an ONNX Runtime session (CPU)."""
 
+    name = "onnxruntime"
+
     def __init__(self, model: LoadedModel, threads: int | None = None) -> None:
         import onnxruntime
 
         self.multiple = model.generator.size_multiple
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or _cpu_count()
+        options.intra_op_num_threads = threads or cpu_count()
         options.log_severity_level = 3
         path = verified_graph(model)
         try:
@@ -118,5 +120,5 @@ class _Correction(torch.nn.Module):
         return self.generator.residual(x)
 
 
-def _cpu_count() -> int:
+def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
