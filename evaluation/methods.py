@@ -101,4 +101,12 @@ def _model(spec: MethodSpec, device: str) -> Method:
         "crop": provenance.get("config", {}).get("data", {}).get("crop"),
         "batch": provenance.get("config", {}).get("schedule", {}).get("batch"),
         "method": provenance.get("method_name", "hu2024"),
-        "machine": provenance.get("machine", {}).get("processor", "")})
+        "machine": _machine(provenance.get("machine", {}))})
+
+
+def _machine(machine: dict) -> str:
+    """'x86_64, 2 CPUs' or the GPU's name, from what the export recorded (older models: the processor only)."""
+    if machine.get("gpu"):
+        return str(machine["gpu"])
+    cpus = f", {machine['cpus']} CPUs" if machine.get("cpus") else ""
+    return f"{machine.get('processor', '')}{cpus}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -47,7 +48,7 @@ def export_model(
         "config": config,
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "software": {"torch": torch.__version__, "python": platform.python_version(), "git": _git_commit()},
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "machine": _machine(),
         **(extra or {}),
     }
     return save_model(
@@ -59,6 +60,13 @@ def export_model(
         half=half,
         summary=summary or f"{recipe.name}: {recipe.summary} ({state['stage']}, {state['step']} steps)",
     )
+
+
+def _machine() -> dict:
+    """Where the export ran (the training machine, as runs are exported where they trained): CPU, cores, GPU."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "gpu": gpu}
 
 
 def _validation(state: dict) -> dict:
