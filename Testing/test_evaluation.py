@@ -106,3 +106,13 @@ def test_flat_soft_tissue_noise_is_the_local_noise_std_and_ignores_edges():
     assert flat.any() and not flat[:, :34].any() and not flat[38:58, 58:78].any()
     noisy = ndct + np.random.default_rng(0).normal(0, 20, ndct.shape).astype(np.float32)
     assert flat_noise_hu(noisy, flat) == pytest.approx(20.0, rel=0.1) and flat_noise_hu(ndct, flat) == 0.0
+
+
+def test_the_speed_section_quotes_only_the_newest_benchmark_table():
+    from evaluation.report import benchmark_summary
+
+    results = ("# Newest run\n\nintro\n\n| path | s |\n| --- | --- |\n| onnx | 0.7 |\n\nprose\n\n| other | 1 |\n"
+               "\n# Older run\n\n| path | s |\n| --- | --- |\n| old | 2.0 |\n")
+    lines = benchmark_summary(results)
+    assert "Newest run" in lines[1] and lines[3:] == ["| path | s |", "| --- | --- |", "| onnx | 0.7 |"]
+    assert benchmark_summary("# Only prose\n\nno table\n") == []

@@ -192,11 +192,23 @@ def _speed(result: StudyResult) -> list[str]:
                          f"{p['training_seconds'] / 60:.1f} min | {p.get('machine', '')} |")
     results = REPOSITORY / "benchmarks" / "RESULTS.md"
     if results.is_file():
-        table = [line for line in results.read_text().split("# Region analysis")[0].splitlines()
-                 if line.startswith("|")]
-        lines += ["", "The inference benchmark (`benchmarks/RESULTS.md`, `make bench`; CPU, random weights):", "",
-                  *table]
+        lines += benchmark_summary(results.read_text())
     return lines + [""]
+
+
+def benchmark_summary(results: str) -> list[str]:
+    """The newest benchmark (RESULTS.md's first section): its title and its first table, nothing older."""
+    section = results.split("\n# ")[0].splitlines()
+    title = section[0].lstrip("# ").strip() if section else ""
+    table: list[str] = []
+    for line in section:
+        if line.startswith("|"):
+            table.append(line)
+        elif table:
+            break
+    if not table:
+        return []
+    return ["", f"The newest CPU benchmark (`benchmarks/RESULTS.md`: {title}):", "", *table]
 
 
 def _all_slice_rows(result: StudyResult) -> list[dict]:
