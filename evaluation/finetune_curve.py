@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1, 0.2, 1.0])
     parser.add_argument("--epochs", type=int, default=8, help="epochs of 8 steps each (default 8)")
     parser.add_argument("--runs", type=Path, default=REPOSITORY / "runs" / "finetune-curve")
-    parser.add_argument("--out", type=Path, default=REPOSITORY / "docs" / "evaluation" / "finetune")
+    parser.add_argument("--out", type=Path, default=REPOSITORY / "docs" / "methods" / "finetune")
     args = parser.parse_args(argv)
     for row in finetune_curve(args.model, args.data, sorted(args.fractions), args.runs, args.out, args.epochs):
         print(json.dumps(row))

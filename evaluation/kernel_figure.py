@@ -1,6 +1,6 @@
 """StructKPN's per-pixel kernels on a held-out slice: where it smooths wide, where it follows an edge.
 
-``python -m evaluation.kernel_figure [--model Resources/Models/structkpn] [--out docs/evaluation/figures]``.
+``python -m evaluation.kernel_figure [--model Resources/Models/structkpn] [--out docs/methods]``.
 The slice is the sweep's held-out thorax-141 heart slice with 80 HU of sharp-filter scanner noise; the
 three pixels shown are where the structure-aware loss weights flat tissue (L2), an edge (L1) and
 texture (SSIM) most, so the figure reads beside the loss that trained the kernels.
@@ -68,7 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, default=REPOSITORY / "Resources" / "Models" / "structkpn")
     parser.add_argument("--data", type=Path, default=REPOSITORY.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=REPOSITORY / "docs" / "evaluation" / "figures")
+    parser.add_argument("--out", type=Path, default=REPOSITORY / "docs" / "methods")
     print(kernel_figure(**vars(parser.parse_args())))
 
 
