@@ -46,6 +46,8 @@ PACKAGES = (
     Package("onnx", "onnx", "1.15"),
 )
 TORCH = Package("torch", "torch", "2.4")
+# Imported only when asked for (--runtime openvino); never installed by the first-run step.
+OPTIONAL = (Package("openvino", "openvino", "2025.0"),)
 
 
 @dataclass
