@@ -24,7 +24,7 @@ from tqdm import tqdm
 from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.errors import Cancelled, InputError
 from LDCTDenoiseLib.inference import resolve_device, resolve_precision
-from LDCTDenoiseLib.networks import architecture
+from LDCTDenoiseLib.networks import Architecture, architecture
 from LDCTDenoiseLib.normalization import Normalization
 from LDCTDenoiseLib.simulation.scanner import FILTERS
 
@@ -365,29 +365,39 @@ class Trainer:
             generator.load_state_dict(state)
         self.epsilon_rng = torch.Generator().manual_seed(config.seed * 1000 + self.processes.rank)
         self.generator = self._wrap(generator)
-        self.inverse, self.critic, self.critic_x, self.c_optimizer, self.features = None, None, None, None, None
+        self._build_adversaries(entry)
+        self._training_mode()
+        self._build_optimizers()
+        self.features = None
+        if config.loss.perceptual > 0 and config.stage not in UNALIGNED:
+            self.features = load_perceptual(config.loss.vgg_weights, config.loss.vgg_layers).to(self.device)
+
+    def _build_adversaries(self, entry: Architecture) -> None:
+        """The stage's critic or discriminator; for CycleGAN also F (NDCT to LDCT), D_X and the pools of fakes."""
+        config = self.config
+        self.inverse, self.critic, self.critic_x = None, None, None
         critics = {"stage2": lambda: Critic(config.data.crop), "gan": lambda: Critic(config.data.crop),
                    "pix2pix": lambda: PatchGan(2, norm="batch"), "cyclegan": lambda: PatchGan(1, norm="instance")}
         if config.stage in critics:
             self.critic = self._wrap(critics[config.stage]())
-        if config.stage == "cyclegan":  # F (NDCT to LDCT, same network) and D_X (judges LDCT)
+        if config.stage == "cyclegan":
             self.inverse = self._wrap(entry.build(config.network_config))
             self.critic_x = self._wrap(PatchGan(1, norm="instance"))
             self.pools = [FakePool(config.optim.fake_pool, self.epsilon_rng) for _ in range(2)]
-        self._training_mode()
-        optim = config.optim
+
+    def _build_optimizers(self) -> None:
+        """Adam over the generators, and over the critics if any; one step-decay schedule each."""
+        optim = self.config.optim
         generators = [m for m in (self.generator, self.inverse) if m is not None]
         self.g_optimizer = torch.optim.Adam(itertools.chain(*(m.parameters() for m in generators)), lr=optim.lr,
                                             betas=tuple(optim.betas))
-        optimizers = [self.g_optimizer]
+        optimizers, self.c_optimizer = [self.g_optimizer], None
         if self.critic is not None:
-            critics_trained = [m for m in (self.critic, self.critic_x) if m is not None]
-            self.c_optimizer = torch.optim.Adam(itertools.chain(*(m.parameters() for m in critics_trained)),
+            critics = [m for m in (self.critic, self.critic_x) if m is not None]
+            self.c_optimizer = torch.optim.Adam(itertools.chain(*(m.parameters() for m in critics)),
                                                 lr=optim.critic_lr or optim.lr,
                                                 betas=tuple(optim.critic_betas or optim.betas))
             optimizers.append(self.c_optimizer)
-        if config.loss.perceptual > 0 and config.stage not in UNALIGNED:
-            self.features = load_perceptual(config.loss.vgg_weights, config.loss.vgg_layers).to(self.device)
         self.schedulers = [torch.optim.lr_scheduler.StepLR(o, optim.lr_step_epochs, optim.lr_gamma) for o in optimizers]
 
     def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
