@@ -560,13 +560,13 @@ class LDCTDenoiseTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Listing and running an installed WGAN-VGG-architecture model by name")
         import shutil
 
-        from LDCTDenoiseLib.model_catalog import cache_dir, installed_models
+        from LDCTDenoiseLib.model_catalog import cached_models_dir, installed_models
         from LDCTDenoiseLib.networks import architecture
         from LDCTDenoiseLib.normalization import Normalization
         from LDCTDenoiseLib.weights import save_model
 
         name = "LDCTDenoiseSelfTest-wgan-vgg"
-        folder = cache_dir() / "models" / name
+        folder = cached_models_dir() / name
         save_model(architecture("wgan-vgg-cnn").build({"width": 4, "layers": 3}), folder, Normalization(),
                    provenance={"purpose": "LDCTDenoise self-test; random weights"}, name=name,
                    summary="self-test model (random weights)")

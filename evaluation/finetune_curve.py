@@ -44,8 +44,9 @@ def finetune_curve(model: str, data: Path, fractions: list[float], runs: Path, o
         run = runs / f"fraction-{fraction:g}"
         result = finetune(model, dataset, run, fraction=fraction, holdout=0.2, overrides=overrides, quiet=quiet)
         validations = list(csv.DictReader((run / "validation.csv").open()))
-        start, best = validations[0], next(v for v in validations if int(v["step"]) == result.best_step)
-        seconds = json.loads((result.model / "manifest.json").read_text())["provenance"]["training_seconds"]
+        start = validations[0]  # step 0: the model before fine-tuning
+        provenance = json.loads((result.model / "manifest.json").read_text())["provenance"]
+        best, seconds = provenance["validation"], provenance["training_seconds"]  # at the exported (best) step
         rows.append({"fraction": fraction, "train_slices": result.train_slices, "holdout_slices": result.holdout_slices,
                      "input_psnr_soft": float(start["input_psnr_soft"]),
                      "start_psnr_soft": float(start["output_psnr_soft"]),

@@ -34,6 +34,11 @@ def save_checkpoint(state: dict, run: Path, keep: int) -> Path:
     return path
 
 
+def run_folder(checkpoint: Path) -> Path:
+    """The run a checkpoint belongs to: ``RUN/checkpoints/step-*.pt``, or a file in the run itself (``RUN/best.pt``)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS else checkpoint.parent
+
+
 def list_checkpoints(run: Path) -> list[Path]:
     """The run's checkpoints, oldest first."""
     folder = run / CHECKPOINTS

@@ -126,12 +126,16 @@ def pack_command(args: argparse.Namespace) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ldct-train", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
-    command = commands.add_parser("train", help="train any method's preset at the stage it names (see methods)")
-    _config_arguments(command)
-    command.add_argument("--out", help="run folder (default runs/<config name>)")
-    command.add_argument("--resume", nargs="?", const="last",
-                         help="continue from a checkpoint (default: the run's last)")
-    command.set_defaults(run=train_command, stage=None)
+    for name, summary, stage in (("train", "train any method's preset at the stage it names (see methods)", None),
+                                 ("stage1", "pretrain on NDCT + noise", "stage1"),
+                                 ("stage2", "WGAN-GP on unaligned LDCT/NDCT", "stage2")):
+        command = commands.add_parser(name, help=summary)
+        _config_arguments(command)
+        command.add_argument("--out", help="run folder (default runs/<config name>)")
+        command.add_argument(
+            "--resume", nargs="?", const="last", help="continue from a checkpoint (default: the run's last)"
+        )
+        command.set_defaults(run=train_command, stage=stage)
     command = commands.add_parser("finetune", help="retrain a shipped model on a few of your own scans")
     command.add_argument("--model", required=True, help="installed model name (ldct-denoise models) or model folder")
     command.add_argument("--data", required=True, help="your normal-dose series: dataset folder or manifest")
@@ -145,14 +149,6 @@ def _parser() -> argparse.ArgumentParser:
     command.set_defaults(run=finetune_command)
     command = commands.add_parser("methods", help="list the methods and their presets")
     command.set_defaults(run=methods_command)
-    for stage, summary in (("stage1", "pretrain on NDCT + noise"), ("stage2", "WGAN-GP on unaligned LDCT/NDCT")):
-        command = commands.add_parser(stage, help=summary)
-        _config_arguments(command)
-        command.add_argument("--out", help="run folder (default runs/<config name>)")
-        command.add_argument(
-            "--resume", nargs="?", const="last", help="continue from a checkpoint (default: the run's last)"
-        )
-        command.set_defaults(run=train_command, stage=stage)
     command = commands.add_parser("export", help="write the module's model folder from a checkpoint")
     command.add_argument("checkpoint", help="checkpoint file or run folder (its last checkpoint)")
     command.add_argument("--out", required=True, help="model folder, e.g. Resources/Models/default")

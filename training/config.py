@@ -20,6 +20,8 @@ from LDCTDenoiseLib.networks import DEFAULT_ARCHITECTURE, architecture
 PRESETS = Path(__file__).resolve().parent / "presets"
 METHOD_PRESETS = Path(__file__).resolve().parent / "methods"  # <method>/presets/*.yaml
 PATH_KEYS = {("data", "dataset"), ("data", "cache"), ("loss", "vgg_weights"), ("init_from",)}
+STAGES = ("stage1", "stage2", "gan", "pix2pix", "cyclegan")  # what each trains on: TrainConfig.stage
+UNALIGNED_STAGES = ("stage2", "cyclegan")  # trained on unaligned LDCT/NDCT pairs (real ones where a dataset has them)
 
 
 @dataclass

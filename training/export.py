@@ -17,7 +17,7 @@ from LDCTDenoiseLib.networks import architecture
 from LDCTDenoiseLib.normalization import Normalization
 from LDCTDenoiseLib.weights import DEFAULT_MODEL, save_model, sha256_of
 
-from .checkpoint import checkpoint_architecture, load_checkpoint
+from .checkpoint import checkpoint_architecture, load_checkpoint, run_folder
 from .methods import method
 
 
@@ -71,10 +71,8 @@ def _machine() -> dict:
 
 def _validation(state: dict) -> dict:
     """The run's validation figures at the exported step (validation.csv beside the checkpoint), if it ran."""
-    path = Path(state["path"])
-    run = path.parent if path.parent.name != "checkpoints" else path.parent.parent
     try:
-        rows = list(csv.DictReader((run / "validation.csv").open()))
+        rows = list(csv.DictReader((run_folder(Path(state["path"])) / "validation.csv").open()))
     except OSError:
         return {}
     row = next((r for r in rows if int(r["step"]) == state["step"]), None)
@@ -90,7 +88,7 @@ def _lineage(source: str | None) -> list[dict]:
         except (InputError, WeightsError):  # an exported model, or a run no longer on this machine
             chain.append({"source": str(source)})
             break
-        chain.append({"run": Path(state["path"]).parent.parent.name, "stage": state["stage"], "steps": state["step"],
+        chain.append({"run": run_folder(Path(state["path"])).name, "stage": state["stage"], "steps": state["step"],
                       "training_seconds": round(float(state.get("seconds", 0.0)), 1),
                       "crop": state["config"]["data"]["crop"], "batch": state["config"]["schedule"]["batch"]})
         source = state["config"].get("init_from")

@@ -30,7 +30,7 @@ from LDCTDenoiseLib.simulation.scanner import FILTERS
 
 from . import distributed
 from .checkpoint import generator_state, list_checkpoints, load_checkpoint, save_checkpoint
-from .config import TrainConfig, save_config
+from .config import STAGES, UNALIGNED_STAGES, TrainConfig, save_config
 from .critic import Critic
 from .data import Patient, load_patients, split_patients
 from .losses import critic_loss, generator_adversarial_loss, structure_loss, supervised_loss
@@ -43,10 +43,8 @@ from .validation import Validator
 from .vgg import load_perceptual
 from .volumes import SeriesCache, training_volumes
 
-STAGES = ("stage1", "stage2", "gan", "pix2pix", "cyclegan")
 BEST = "best.pt"  # the run's best validated state
 WASSERSTEIN = ("stage2", "gan")  # the WGAN-GP critic, critic_steps batches a step
-UNALIGNED = ("stage2", "cyclegan")  # trained on simulated unaligned pairs
 
 
 class Trainer:
@@ -154,7 +152,7 @@ class Trainer:
         with self._autocast():
             terms = supervised_loss(self.generator(noisy).float(), clean, self.config.loss, self.features)
         self._update(self.g_optimizer, terms["loss"])
-        return {k: float(v.detach()) for k, v in terms.items()}
+        return _floats(terms)
 
     def _stage2_step(self, batches: list[dict]) -> dict[str, float]:
         weights = self.config.loss
@@ -176,9 +174,7 @@ class Trainer:
                 supervised = supervised_loss(fake, clean, weights, self.features)
                 loss = loss + supervised.pop("loss")
         self._update(self.g_optimizer, loss)
-        reported = {**critic_terms, **supervised}
-        return {"generator": float(loss.detach()), "adversarial": float(adversarial.detach()),
-                **{k: float(v.detach()) for k, v in reported.items()}}
+        return _floats({"generator": loss, "adversarial": adversarial, **critic_terms, **supervised})
 
     def _pix2pix_step(self, batch: dict) -> dict[str, float]:
         """Pix2Pix's order: the discriminator on the detached fake, then the generator against it."""
@@ -192,8 +188,7 @@ class Trainer:
             supervised = supervised_loss(fake, clean, self.config.loss, self.features)
             loss = self.config.loss.adversarial * adversarial + supervised.pop("loss")
         self._update(self.g_optimizer, loss)
-        reported = {"generator": loss, "adversarial": adversarial, **supervised, **judged}
-        return {k: float(v.detach()) for k, v in reported.items()}
+        return _floats({"generator": loss, "adversarial": adversarial, **supervised, **judged})
 
     def _cyclegan_step(self, batch: dict) -> dict[str, float]:
         """CycleGAN's order: both generators, then both discriminators on (pooled) fakes."""
@@ -208,8 +203,7 @@ class Trainer:
             judged_y = cyclegan_loss.discriminator_loss(self.critic, y, self.pools[0](fake_y))
             judged_x = cyclegan_loss.discriminator_loss(self.critic_x, x, self.pools[1](fake_x))
         self._update(self.c_optimizer, judged_y + judged_x)
-        reported = {**terms, "generator": terms.pop("loss"), "d_y": judged_y, "d_x": judged_x}
-        return {k: float(v.detach()) for k, v in reported.items()}
+        return _floats({"generator": terms.pop("loss"), **terms, "d_y": judged_y, "d_x": judged_x})
 
     def _update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -369,7 +363,7 @@ class Trainer:
         self._training_mode()
         self._build_optimizers()
         self.features = None
-        if config.loss.perceptual > 0 and config.stage not in UNALIGNED:
+        if config.loss.perceptual > 0 and config.stage not in UNALIGNED_STAGES:
             self.features = load_perceptual(config.loss.vgg_weights, config.loss.vgg_layers).to(self.device)
 
     def _build_adversaries(self, entry: Architecture) -> None:
@@ -415,7 +409,7 @@ class Trainer:
         if self.processes.is_main:
             self.processes.barrier()
         crops = CropSpec(config.data.crop, config.seed, self.normalization, config.data.min_tissue_fraction)
-        if config.stage in UNALIGNED:
+        if config.stage in UNALIGNED_STAGES:
             dataset = Stage2Pairs(volumes, crops, config.stage2, config.noise, config.data)
         else:
             dataset = Stage1Crops(volumes, crops, config.noise, config.data)
@@ -437,6 +431,11 @@ class Trainer:
             multiprocessing_context="spawn" if simulates_on_gpu else None,  # CUDA cannot cross a fork
         )
         return iter(loader)
+
+
+def _floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """A step's reported terms as plain numbers (for the log and the progress bar)."""
+    return {name: float(value.detach()) for name, value in terms.items()}
 
 
 def _tensorboard(run: Path):

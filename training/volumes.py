@@ -23,7 +23,7 @@ from LDCTDenoiseLib.io import Volume, read_volume
 from LDCTDenoiseLib.simulation.noise import ProjectionNoise, simulate_low_dose
 from LDCTDenoiseLib.weights import cache_dir
 
-from .config import NoiseConfig, TrainConfig
+from .config import UNALIGNED_STAGES, NoiseConfig, TrainConfig
 from .data import Patient
 from .sampling import SlicePair
 
@@ -141,7 +141,7 @@ def projection_settings(noise: NoiseConfig, dose_fraction: float) -> ProjectionN
 
 def training_volumes(config: TrainConfig, patients: list[Patient], cache: SeriesCache) -> list[SlicePair]:
     """Each training patient's NDCT with the low-dose volumes this stage needs (decoded/simulated once)."""
-    unaligned = config.stage in ("stage2", "cyclegan")  # real unaligned pairs where the dataset has them
+    unaligned = config.stage in UNALIGNED_STAGES
     needs_low_dose = config.noise.kind == "projection" or (unaligned and config.noise.kind != "scanner")
     volumes = []
     for patient in patients:

@@ -38,11 +38,16 @@ def cache_dir() -> Path:
     return Path(user_cache_dir("LDCTDenoise", appauthor=False))
 
 
+def cached_models_dir() -> Path:
+    """Where models installed by the user live: ``<user cache>/models/<name>``."""
+    return cache_dir() / "models"
+
+
 def model_roots() -> list[Path]:
     """Folders whose subfolders are models, in search order (the first folder of a name wins)."""
     roots = [folder / "Models" for folder in resources_dirs()]
     try:
-        roots.append(cache_dir() / "models")
+        roots.append(cached_models_dir())
     except ImportError:  # platformdirs not installed yet (a fresh Slicer): bundled models only
         pass
     return roots

@@ -80,8 +80,27 @@ def export_graph(model: LoadedModel, path: Path) -> None:
     write_atomically(path, export)
 
 
-class OnnxCorrection:
-    """The network's correction on numpy batches through an ONNX Runtime session (CPU)."""
+class GraphCorrection:
+    """The exported graph's correction on numpy batches of any H x W: padded (replicate) to the network's
+    size multiple, run by a subclass's ``_run``, cropped back. ``name`` is the runtime's, for the engine."""
+
+    name: str
+    multiple: int
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Correction of (batch, 1, H, W) normalised slices."""
+        height, width = x.shape[-2:]
+        pad_h, pad_w = (-height) % self.multiple, (-width) % self.multiple
+        if pad_h or pad_w:
+            x = np.pad(x, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
+        return np.asarray(self._run(np.ascontiguousarray(x, dtype=np.float32)))[..., :height, :width]
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class OnnxCorrection(GraphCorrection):
+    """The network's correction through an ONNX Runtime session (CPU)."""
 
     name = "onnxruntime"
 
@@ -99,14 +118,9 @@ class OnnxCorrection:
             raise WeightsError(f"ONNX Runtime cannot load {path} ({type(error).__name__}); "
                                "use --runtime torch, or delete that file to export it again") from None
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Correction of (batch, 1, H, W) normalised slices of any H x W (padded by replication)."""
-        height, width = x.shape[-2:]
-        pad_h, pad_w = (-height) % self.multiple, (-width) % self.multiple
-        if pad_h or pad_w:
-            x = np.pad(x, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
-        (correction,) = self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})
-        return correction[..., :height, :width]
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        (correction,) = self.session.run(None, {"x": x})
+        return correction
 
 
 class _Correction(torch.nn.Module):

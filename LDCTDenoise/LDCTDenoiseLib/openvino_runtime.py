@@ -22,8 +22,8 @@ def available() -> bool:
     return importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("onnx") is not None
 
 
-class OpenVinoCorrection:
-    """The network's correction on numpy batches, as :class:`onnx_runtime.OnnxCorrection` gives it."""
+class OpenVinoCorrection(onnx_runtime.GraphCorrection):
+    """The network's correction through OpenVINO, compiled for each padded input shape it meets."""
 
     name = "openvino"
 
@@ -36,15 +36,8 @@ class OpenVinoCorrection:
         self.path = onnx_runtime.verified_graph(model)
         self.compiled: dict[tuple[int, ...], object] = {}
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Correction of (batch, 1, H, W) normalised slices of any H x W (padded by replication)."""
-        height, width = x.shape[-2:]
-        pad_h, pad_w = (-height) % self.multiple, (-width) % self.multiple
-        if pad_h or pad_w:
-            x = np.pad(x, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        correction = self._compiled_for(x.shape)([x])[0]
-        return np.asarray(correction)[..., :height, :width]
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self._compiled_for(x.shape)([x])[0]
 
     def _compiled_for(self, shape: tuple[int, ...]):
         if shape not in self.compiled:

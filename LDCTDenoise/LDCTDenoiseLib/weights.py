@@ -24,11 +24,13 @@ from .atomic import write_atomically
 from .errors import NoModelError, WeightsError
 from .model_catalog import (  # noqa: F401 - cache_dir, CACHE_ENV and installed_models are used from here
     CACHE_ENV,
+    CARD_NAME,
     DEFAULT_MODEL,
     FORMAT,
     MANIFEST_NAME,
     InstalledModel,
     cache_dir,
+    cached_models_dir,
     installed_models,
     model_roots,
 )
@@ -182,7 +184,7 @@ def find_model(weights: str | Path | None = None, name: str = DEFAULT_MODEL) -> 
         "no trained model is bundled yet and none was found (looked for " + listing + "). "
         "Random weights are never used to denoise. Train and export one with the training "
         "subpackage (training/; see README, 'Models'), then pass --weights MODEL_FOLDER or copy the "
-        f"folder to {cache_dir() / 'models' / name}"
+        f"folder to {cached_models_dir() / name}"
     )
 
 
@@ -204,15 +206,15 @@ def install_model(folder: str | Path, name: str | None = None) -> Path:
     name = name or source.name
     if not is_model_name(name):
         raise WeightsError(f"{name!r} cannot be a model's name: use one word without slashes, e.g. --as my-model")
-    target = cache_dir() / "models" / name
+    target = cached_models_dir() / name
     if target.exists():
         raise WeightsError(f"a model named {name!r} is already installed at {target}; remove that folder first, "
                            "or install under another name with --as")
     staging = target.with_name(f".{name}.installing")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for path in (_as_manifest(source), _weights_path(model.manifest, _as_manifest(source)),
-                 _as_manifest(source).with_name("MODEL_CARD.md")):
+    manifest = _as_manifest(source)
+    for path in (manifest, _weights_path(model.manifest, manifest), manifest.with_name(CARD_NAME)):
         if path.is_file():
             shutil.copy2(path, staging / path.name)
     staging.rename(target)
@@ -227,7 +229,7 @@ def _installed(name: str) -> LoadedModel:
             return model
     names = ", ".join(model.name for model in installed_models()) or "none"
     raise NoModelError(f"no installed model named {name!r} (installed: {names}); give a model folder instead, or "
-                       f"copy one to {cache_dir() / 'models' / name}")
+                       f"install one: ldct-denoise models --install FOLDER --as {name}")
 
 
 def _manifest_path(path: Path) -> Path:

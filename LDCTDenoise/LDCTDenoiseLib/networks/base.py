@@ -90,14 +90,29 @@ class DenoisingNetwork(nn.Module):
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _as_correction(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out`` as the correction: itself where the network learns one (``config.residual``), else out - x."""
+        return out if self.config.residual else out - x
 
-def residual_output(last: nn.Module) -> nn.Module:
-    """For a network that learns the correction: zero its last layer, so training starts from the identity.
 
-    A randomly initialised last layer adds a correction of hundreds of HU at step 0 (measured on
-    Pix2Pix's U-Net: L1 0.40, 1600 HU), which short budgets spend their steps undoing.
+class ImageOrCorrectionNetwork(DenoisingNetwork):
+    """A ``body`` whose output is the image through a tanh, as the image-translation papers have it, or,
+    with ``config.residual``, the correction itself, its last layer zero-initialised.
+
+    Zero-initialised, training starts from the identity: a randomly initialised last layer adds a
+    correction of hundreds of HU at step 0 (measured on Pix2Pix's U-Net: L1 0.40, 1600 HU), which
+    short budgets spend their steps undoing.
     """
-    nn.init.zeros_(last.weight)
-    if last.bias is not None:
-        nn.init.zeros_(last.bias)
-    return nn.Identity()
+
+    body: nn.Module
+
+    def _set_output(self, last: nn.Module) -> None:
+        """Call once ``body`` is built, with its last layer."""
+        if self.config.residual:
+            nn.init.zeros_(last.weight)
+            if last.bias is not None:
+                nn.init.zeros_(last.bias)
+        self.output = nn.Identity() if self.config.residual else nn.Tanh()
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        return self._as_correction(self.output(self.body(x)), x)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import DenoisingNetwork, NetworkConfig, residual_output
+from .base import ImageOrCorrectionNetwork, NetworkConfig
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-class ResnetGenerator(DenoisingNetwork):
+class ResnetGenerator(ImageOrCorrectionNetwork):
     def __init__(self, config: CycleGanConfig | None = None) -> None:
         super().__init__()
         self.config = c = config or CycleGanConfig()
@@ -62,12 +62,8 @@ class ResnetGenerator(DenoisingNetwork):
                        nn.InstanceNorm2d(after), nn.ReLU(inplace=True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(w, c.in_channels, 7)]
         self.body = nn.Sequential(*layers)
-        self.output = residual_output(layers[-1]) if c.residual else nn.Tanh()
+        self._set_output(layers[-1])
 
     @property
     def size_multiple(self) -> int:
         return 8  # two stride-2 levels, and the blocks' reflection padding needs at least 2 pixels below them
-
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.output(self.body(x))
-        return out if self.config.residual else out - x

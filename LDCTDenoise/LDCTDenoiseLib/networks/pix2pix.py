@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import DenoisingNetwork, NetworkConfig, residual_output
+from .base import ImageOrCorrectionNetwork, NetworkConfig
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class SkipBlock(nn.Module):
         return out if self.outermost else torch.cat([x, out], 1)
 
 
-class Pix2PixGenerator(DenoisingNetwork):
+class Pix2PixGenerator(ImageOrCorrectionNetwork):
     def __init__(self, config: Pix2PixConfig | None = None) -> None:
         super().__init__()
         self.config = c = config or Pix2PixConfig()
@@ -73,12 +73,8 @@ class Pix2PixGenerator(DenoisingNetwork):
         for outer in (4 * w, 2 * w, w):
             block = SkipBlock(outer, 2 * outer, block)
         self.body = SkipBlock(c.in_channels, w, block, outermost=True, in_channels=c.in_channels)
-        self.output = residual_output(self.body.model[-1]) if c.residual else nn.Tanh()
+        self._set_output(self.body.model[-1])
 
     @property
     def size_multiple(self) -> int:
         return 2**self.config.depth
-
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.output(self.body(x))
-        return out if self.config.residual else out - x

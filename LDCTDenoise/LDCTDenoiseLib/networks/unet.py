@@ -79,4 +79,4 @@ class UNet(DenoisingNetwork):
         for up, merge in zip(self.up, self.merge):
             x = merge(torch.cat([self.activation(up(x)), skips.pop()], dim=1))
         out = self.head(x)
-        return out if self.config.residual else out - image
+        return self._as_correction(out, image)
