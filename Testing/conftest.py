@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -20,6 +21,21 @@ TINY_SIZES = dict(base_width=4, depth=2, cbam_reduction=2)
 def private_cache(tmp_path_factory) -> None:
     """Tests never read or fill the user's cache (models, compiled kernels)."""
     os.environ["LDCTDENOISE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(autouse=True)
+def cpu_without_native_bf16(request, monkeypatch) -> None:
+    """The engine's choices do not depend on the test machine's CPU: every test sees one without native
+    bf16 (so auto means ONNX Runtime fp32) unless it is marked ``native_bf16`` (run where there is)."""
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("openvino") is None:
+        return  # Slicer 5.8's Python: no torch, no engine; without OpenVINO nothing asks
+    from LDCTDenoiseLib import openvino_runtime
+
+    if request.node.get_closest_marker("native_bf16") is not None:
+        if not openvino_runtime.native_bf16():
+            pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
+        return
+    monkeypatch.setattr(openvino_runtime, "native_bf16", lambda: False)
 
 
 @pytest.fixture

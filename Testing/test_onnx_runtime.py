@@ -4,12 +4,14 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import tiny_generator
 from LDCTDenoiseLib import onnx_runtime, openvino_runtime
 from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser, denoise_volume
 from LDCTDenoiseLib.io import read_volume
+from LDCTDenoiseLib.networks import architecture
 from LDCTDenoiseLib.normalization import Normalization
 from LDCTDenoiseLib.resources import resources_dirs
 from LDCTDenoiseLib.roi import body_mask
@@ -65,7 +67,7 @@ def test_a_corrupted_cached_graph_fails_its_checksum_and_is_rebuilt(model, caplo
 
 
 def test_a_failing_export_in_auto_falls_back_to_torch_with_a_warning(model, model_cache, monkeypatch, caplog):
-    def broken(model, path):
+    def broken(model, path, part="correction"):
         raise RuntimeError("exporter broke")
 
     monkeypatch.setattr(onnx_runtime, "export_graph", broken)
@@ -79,11 +81,7 @@ def test_the_bundled_model_on_two_real_slices_within_a_hundredth_of_a_hu(shared_
     if not bundled:
         pytest.skip("no model bundled")
     model = load_model(bundled[0])
-    series = read_volume(shared_ct / "thorax-141")
-    ndct = series.array[69:71].astype(np.float32)
-    scan = ScannerNoise(added_noise_hu=40.0, filter="shepp-logan", cutoff=0.9, views=360)
-    low = ndct + np.stack([scanner_noise_hu(s, float(series.spacing[0]), scan, np.random.default_rng(i))
-                           for i, s in enumerate(ndct)])
+    ndct, low = _two_real_noisy_slices(shared_ct)
     difference = np.abs(VolumeDenoiser(model, ONNX)(low) - VolumeDenoiser(model, TORCH)(low))[body_mask(ndct)]
     assert np.percentile(difference, 99) < 0.01 and difference.max() < 0.1  # measured: see benchmarks/RESULTS.md
 
@@ -102,3 +100,74 @@ def test_asking_for_openvino_without_it_is_an_error_that_says_what_to_install(mo
     monkeypatch.setattr(openvino_runtime, "available", lambda: False)
     with pytest.raises(InputError, match="pip install openvino"):
         VolumeDenoiser(model, EngineOptions(device="cpu", runtime="openvino"))
+
+
+def test_the_generators_three_levels_chain_to_its_correction(model):
+    x = torch.from_numpy(make_phantom((1, 32, 32)).array[:, None] / 4096 + 0.25).float()
+    generator = model.generator.eval()
+    with torch.no_grad():
+        first = generator.first_level(x)
+        torch.testing.assert_close(generator.last_level(generator.inner_levels(first), first), generator.residual(x))
+
+
+requires_openvino = pytest.mark.skipif(not openvino_runtime.available(), reason="openvino is not installed")
+
+
+@requires_openvino
+def test_where_the_cpu_has_no_native_bf16_auto_stays_on_onnx_runtime_and_asking_for_bf16_says_why(model):
+    assert VolumeDenoiser(model, EngineOptions(device="cpu", compile="off")).runtime == "onnxruntime"
+    for precision in ("mixed", "bf16"):
+        with pytest.raises(InputError, match="native bf16"):
+            VolumeDenoiser(model, EngineOptions(device="cpu", runtime="openvino", precision=precision))
+
+
+def test_mixed_precision_is_openvinos_and_asking_another_runtime_for_it_is_an_error(model):
+    for runtime in ("torch", "onnxruntime"):
+        with pytest.raises(InputError, match="--precision mixed is OpenVINO's"):
+            VolumeDenoiser(model, EngineOptions(device="cpu", runtime=runtime, precision="mixed"))
+
+
+@requires_openvino
+@pytest.mark.native_bf16
+def test_on_a_cpu_with_native_bf16_auto_runs_the_full_resolution_levels_in_fp32_and_the_rest_in_bf16(model):
+    hu = make_phantom((2, 64, 64)).array[:, :48, :40]
+    denoiser = VolumeDenoiser(model, EngineOptions(device="cpu", compile="off"))
+    out = denoiser(hu)
+    assert (denoiser.last_run["runtime"], denoiser.last_run["precision"]) == ("openvino", "mixed")
+    assert [part for part, _ in denoiser.onnx.compiled] == ["first_level", "inner_levels", "last_level"]
+    np.testing.assert_allclose(out, denoise_volume(hu, model, TORCH), atol=1.0)  # HU
+
+
+@requires_openvino
+@pytest.mark.native_bf16
+def test_mixed_precision_needs_the_generators_levels():
+    network = architecture("structkpn").build({"width": 4, "blocks": 1, "kernel_size": 3})
+    structkpn = LoadedModel(network, Normalization(), manifest={}, name="kpn")
+    with pytest.raises(InputError, match="attention residual U-Net"):
+        VolumeDenoiser(structkpn, EngineOptions(device="cpu", runtime="openvino", precision="mixed"))
+    assert VolumeDenoiser(structkpn, EngineOptions(device="cpu", compile="off")).runtime == "onnxruntime"
+
+
+@requires_openvino
+@pytest.mark.native_bf16
+@pytest.mark.parametrize(("precision", "p99_hu"), [("mixed", 1.0), ("bf16", 5.0)])  # measured 0.70 and 3.47
+def test_the_bundled_model_in_reduced_precision_on_two_real_slices_within_its_stated_tolerance(
+        shared_ct, precision, p99_hu):
+    bundled = [f / "Models" / "default" for f in resources_dirs() if (f / "Models" / "default").is_dir()]
+    if not bundled:
+        pytest.skip("no model bundled")
+    model = load_model(bundled[0])
+    ndct, low = _two_real_noisy_slices(shared_ct)
+    reduced = VolumeDenoiser(model, EngineOptions(device="cpu", runtime="openvino", precision=precision))(low)
+    difference = np.abs(reduced - VolumeDenoiser(model, TORCH)(low))[body_mask(ndct)]
+    assert np.percentile(difference, 99) < p99_hu
+
+
+def _two_real_noisy_slices(shared_ct) -> tuple[np.ndarray, np.ndarray]:
+    """(NDCT, LDCT) of two held-out thorax-141 slices with scanner noise."""
+    series = read_volume(shared_ct / "thorax-141")
+    ndct = series.array[69:71].astype(np.float32)
+    scan = ScannerNoise(added_noise_hu=40.0, filter="shepp-logan", cutoff=0.9, views=360)
+    low = ndct + np.stack([scanner_noise_hu(s, float(series.spacing[0]), scan, np.random.default_rng(i))
+                           for i, s in enumerate(ndct)])
+    return ndct, low

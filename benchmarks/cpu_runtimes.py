@@ -43,7 +43,8 @@ CALIBRATION = [("lidc-idri/LIDC-IDRI-0001", k) for k in (2, 8, 14)] + [("lungfcp
 SCAN = ScannerNoise(added_noise_hu=40.0, filter="shepp-logan", cutoff=0.9, views=984, electronic_std=10.0,
                     bowtie=1.5, modulation=0.5)
 PATHS = ("torch eager fp32", "torch engine fp32 channels_last", "torch compiled fp32",
-         "engine onnxruntime fp32 (default)", "onnxruntime int8", "openvino fp32", "openvino int8")
+         "engine onnxruntime fp32 (default)", "onnxruntime int8", "openvino fp32", "openvino int8",
+         "engine openvino mixed (default with native bf16)", "engine openvino bf16")
 
 
 def noisy_slices(entries: list[tuple[str, int]], seed: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
@@ -94,8 +95,9 @@ def runner(path: str, weights: str, folder: Path, threads: int):
 
         return eager
     if path.startswith(("torch", "engine")):
-        runtime = "onnxruntime" if path.startswith("engine onnxruntime") else "torch"
-        options = EngineOptions(device="cpu", compile="on" if "compiled" in path else "off", precision="fp32",
+        runtime = path.split()[1] if path.startswith("engine") else "torch"
+        precision = path.split()[2] if path.startswith("engine") else "fp32"
+        options = EngineOptions(device="cpu", compile="on" if "compiled" in path else "off", precision=precision,
                                 runtime=runtime)
         denoiser = VolumeDenoiser(load_model(weights), options)
         normalization = denoiser.model.normalization
@@ -113,7 +115,8 @@ def runner(path: str, weights: str, folder: Path, threads: int):
     core = openvino.Core()
     graph = core.read_model(str(onnx_file))
     graph.reshape([1, 1, 512, 512])  # static, as the slices are
-    compiled = core.compile_model(graph, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+    compiled = core.compile_model(graph, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                                 "INFERENCE_PRECISION_HINT": "f32"})  # its default may be bf16
     return lambda x: x + compiled([x])[0]
 
 

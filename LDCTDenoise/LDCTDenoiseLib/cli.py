@@ -303,12 +303,15 @@ def _parser() -> argparse.ArgumentParser:
                               "manifest.json (default: the bundled model)")
         sub.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps")
         sub.add_argument("--batch-size", type=int, help="slices per batch (default: from free GPU memory; 1 on CPU)")
-        sub.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16/fp16 on GPU, fp32 on CPU")
+        sub.add_argument("--precision", default="auto", choices=PRECISIONS,
+                         help="auto: bf16/fp16 on GPU; on CPU mixed (OpenVINO: fp32 at full resolution, bf16 "
+                              "inside) where the CPU has native bf16, else fp32")
         sub.add_argument("--compile", default="auto", choices=COMPILE_MODES,
                          help="torch.compile (auto: on CPU for volumes of >= 100 slices when ONNX Runtime is absent)")
         sub.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                         help="auto: ONNX Runtime for fp32 on the CPU when installed, else torch; openvino: the same "
-                              "graph compiled per slice size by OpenVINO (optional: pip install openvino)")
+                         help="auto on the CPU: OpenVINO mixed precision where installed and the CPU has native bf16, "
+                              "else ONNX Runtime fp32, else torch; openvino: the same graph compiled per slice size "
+                              "by OpenVINO (optional: pip install openvino)")
         sub.add_argument("--strength", type=float, default=100.0, metavar="PERCENT",
                          help="how much of the network's correction to apply: 0 (the input) to 100 (default)")
 

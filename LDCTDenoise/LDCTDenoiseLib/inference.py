@@ -27,9 +27,11 @@ from .io import Volume
 from .networks import architecture_of
 from .weights import LoadedModel, cache_dir
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# mixed: the generator's full-resolution levels in fp32, the inner ones in bf16 (OpenVINO on a CPU with native bf16)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "mixed")
 COMPILE_MODES = ("auto", "on", "off")
-RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")  # auto: ONNX Runtime for fp32 on CPU when installed
+# auto on the CPU: OpenVINO mixed where the CPU has native bf16, else ONNX Runtime fp32, else torch
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 CPU_COMPILE_MIN_SLICES = 100  # below this, compiling (about a minute cold) does not pay on CPU
 ProgressCallback = Callable[[int, int], None]
 logger = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ class CancelToken:
 @dataclass(frozen=True)
 class EngineOptions:
     device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
-    precision: str = "auto"  # auto: bf16 on CUDA with bf16 support, else fp16 on GPUs; fp32 on CPU
+    precision: str = "auto"  # auto: bf16 on CUDA with bf16 support, else fp16 on GPUs; on CPU see RUNTIMES
     batch_size: int | None = None  # None: from free memory on CUDA, 1 on CPU, 4 on MPS
     compile: str = "auto"  # torch.compile: auto uses it on CPU for large volumes
     channels_last: bool = True
@@ -96,6 +98,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype torch runs in (mixed is a graph runtime's; its network stays fp32 in torch)."""
+    if precision == "mixed":
+        return torch.float32
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -122,6 +127,10 @@ class VolumeDenoiser:
     @property
     def runtime(self) -> str:
         return "torch" if self.onnx is None else self.onnx.name
+
+    @property
+    def precision(self) -> str:
+        return str(self.dtype).removeprefix("torch.") if self.onnx is None else self.onnx.precision
 
     @property
     def header(self) -> dict[str, str]:
@@ -176,7 +185,7 @@ class VolumeDenoiser:
                 progress(done, slices)
         elapsed = time.perf_counter() - started
         self.last_run = {
-            "device": str(self.device), "runtime": self.runtime, "precision": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device), "runtime": self.runtime, "precision": self.precision,
             "batch_size": batch, "compiled": self._is_compiled(forward), "slices": slices,
             "seconds": round(elapsed, 3), "slices_per_second": round(slices / elapsed, 3) if elapsed else None,
             "strength_percent": round(100 * self.options.strength, 1),
@@ -201,23 +210,61 @@ class VolumeDenoiser:
     def _onnx_correction(self):
         """The exported graph's runner when the options ask for one (or auto finds it worth it), else None.
 
-        auto takes ONNX Runtime for fp32 on the CPU unless torch.compile was asked for; without it,
-        it says so once and runs torch. A runtime asked for explicitly (onnxruntime, openvino) that is
-        missing or fails is an error.
+        auto on the CPU takes OpenVINO's mixed precision where it is installed and the CPU has native
+        bf16 (measured: benchmarks/RESULTS.md), else ONNX Runtime fp32, unless torch.compile or a torch
+        precision was asked for; without either runtime it says so once and runs torch. A runtime or
+        precision asked for explicitly that is missing or fails is an error.
         """
-        from . import onnx_runtime, openvino_runtime
+        from . import openvino_runtime
 
-        wanted = self.options.runtime
-        if wanted == "torch" or (wanted == "auto" and (self.device.type != "cpu" or self.dtype != torch.float32
+        wanted, precision, on_cpu = self.options.runtime, self.options.precision, self.device.type == "cpu"
+        if precision == "mixed" and (wanted in ("torch", "onnxruntime") or not on_cpu):
+            raise InputError("--precision mixed is OpenVINO's on the CPU: use --runtime openvino (or auto) "
+                             "--device cpu, or another precision")
+        if wanted == "torch" or (wanted == "auto" and (not on_cpu or precision in ("bf16", "fp16")
                                                        or self.options.compile == "on")):
             return None
-        if wanted != "auto" and (self.device.type != "cpu" or self.dtype != torch.float32):
-            raise InputError(f"the {wanted} runtime runs fp32 on the CPU; got {self.device} {self.dtype}: "
-                             "use --device cpu --precision fp32, or --runtime torch")
-        if wanted == "openvino":
+        if wanted == "onnxruntime" and (not on_cpu or precision not in ("auto", "fp32")):
+            raise InputError(f"the onnxruntime runtime runs fp32 on the CPU; got {self.device} {precision}: "
+                             "use --device cpu --precision fp32, or --runtime torch or openvino")
+        if wanted == "openvino" or precision == "mixed":
+            if not on_cpu:
+                raise InputError(f"the openvino runtime runs on the CPU; got {self.device}: use --device cpu")
             if not openvino_runtime.available():
-                raise InputError("--runtime openvino needs OpenVINO and onnx: pip install openvino onnx")
-            return openvino_runtime.OpenVinoCorrection(self.model)
+                raise InputError("OpenVINO is not installed (needed for --runtime openvino and --precision mixed): "
+                                 "pip install openvino onnx")
+            return openvino_runtime.OpenVinoCorrection(self.model, self._openvino_precision())
+        if (wanted, precision) == ("auto", "auto"):
+            mixed = self._mixed_if_it_pays()
+            if mixed is not None:
+                return mixed
+        return self._onnx_runtime_correction()
+
+    def _mixed_if_it_pays(self):
+        """OpenVINO's mixed precision where it is installed, the CPU has native bf16 and the network splits."""
+        from . import openvino_runtime
+
+        if not (openvino_runtime.available() and openvino_runtime.splits(self.model)):
+            return None
+        try:
+            return openvino_runtime.OpenVinoCorrection(self.model, "mixed") if openvino_runtime.native_bf16() else None
+        except Exception as error:  # an export or compile failure: ONNX Runtime runs the same model
+            logger.warning("OpenVINO could not run this model (%s: %s); trying ONNX Runtime",
+                           type(error).__name__, (str(error).strip().splitlines() or [""])[0])
+            return None
+
+    def _openvino_precision(self) -> str:
+        """auto: mixed where it pays (native bf16, a generator with levels to split), else fp32."""
+        from . import openvino_runtime
+
+        if self.options.precision != "auto":
+            return self.options.precision
+        return "mixed" if openvino_runtime.splits(self.model) and openvino_runtime.native_bf16() else "fp32"
+
+    def _onnx_runtime_correction(self):
+        from . import onnx_runtime
+
+        wanted = self.options.runtime
         if not onnx_runtime.available():
             if wanted == "onnxruntime":
                 raise InputError("--runtime onnxruntime needs ONNX Runtime and onnx: pip install onnxruntime onnx")

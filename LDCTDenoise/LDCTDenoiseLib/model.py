@@ -168,15 +168,30 @@ class Generator(nn.Module):
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The network's correction (output minus input) for an input of a valid size."""
-        skips = []
-        for encoder in self.encoders:
+        first = self.first_level(x)
+        return self.last_level(self.inner_levels(first), first)
+
+    # The three parts below are the levels a mixed-precision runtime keeps apart: the full-resolution
+    # ones carry HU as small differences on a large offset and need fp32; the inner ones tolerate bf16.
+    def first_level(self, x: torch.Tensor) -> torch.Tensor:
+        """The full-resolution encoder's features (also the last decoder's skip)."""
+        return self.encoders[0](x)
+
+    def inner_levels(self, first: torch.Tensor) -> torch.Tensor:
+        """Every level below full resolution, down and back up to the input of the last decoder."""
+        x, skips = F.max_pool2d(first, 2), []
+        for encoder in self.encoders[1:]:
             x = encoder(x)
             skips.append(x)
             x = F.max_pool2d(x, 2)
         x = self.bottom(x)
-        for decoder, skip in zip(self.decoders, reversed(skips)):
+        for decoder, skip in zip(self.decoders[:-1], reversed(skips)):
             x = decoder(x, skip)
-        return self.head(x)
+        return x
+
+    def last_level(self, x: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """The full-resolution decoder and the head: the correction."""
+        return self.head(self.decoders[-1](x, first))
 
 
 def count_parameters(model: nn.Module) -> int:

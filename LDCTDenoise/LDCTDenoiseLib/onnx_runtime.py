@@ -33,10 +33,21 @@ def available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
-def graph_path(model: LoadedModel) -> Path:
-    """Where the graph of these weights is cached: keyed by the weights file's SHA-256 (or the tensors')."""
+# The graphs a runtime can ask for: the whole correction, or the generator's three levels apart (its
+# inputs -> output), for a runtime that runs them in different precisions (openvino_runtime).
+PARTS = {
+    "correction": (("x",), "correction"),
+    "first_level": (("x",), "first"),
+    "inner_levels": (("first",), "inner"),
+    "last_level": (("inner", "first"), "correction"),
+}
+
+
+def graph_path(model: LoadedModel, part: str = "correction") -> Path:
+    """Where a graph of these weights is cached: keyed by the weights file's SHA-256 (or the tensors')."""
     key = model.manifest.get("sha256") or _tensors_sha256(model.generator)
-    return cache_dir() / "onnx" / f"{key[:32]}-v{GRAPH_VERSION}.onnx"
+    suffix = "" if part == "correction" else f"-{part}"
+    return cache_dir() / "onnx" / f"{key[:32]}-v{GRAPH_VERSION}{suffix}.onnx"
 
 
 def _tensors_sha256(network: torch.nn.Module) -> str:
@@ -47,44 +58,58 @@ def _tensors_sha256(network: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def verified_graph(model: LoadedModel) -> Path:
+def verified_graph(model: LoadedModel, part: str = "correction") -> Path:
     """The cached graph of ``model``, exported now if missing, rebuilt if it fails its checksum."""
-    path = graph_path(model)
+    path = graph_path(model, part)
     checksum = path.with_suffix(".sha256")
     if path.is_file() and checksum.is_file() and sha256_of(path) == checksum.read_text().strip():
         return path
     if path.exists():
         logger.warning("the cached ONNX graph %s fails its checksum; exporting it again", path)
-    export_graph(model, path)
+    export_graph(model, path, part)
     write_atomically(checksum, lambda tmp: tmp.write_text(sha256_of(path) + "\n"))
     return path
 
 
-def export_graph(model: LoadedModel, path: Path) -> None:
-    """The correction ``residual(x)`` for (batch, 1, H, W) inputs, H and W multiples of the network's."""
-    network = _Correction(model.generator).eval()
-    side = 2 * model.generator.size_multiple
+def export_graph(model: LoadedModel, path: Path, part: str = "correction") -> None:
+    """A part of the network (PARTS) for (batch, channels, H, W) inputs, H and W multiples of the network's.
+
+    "correction" is ``residual(x)``; the others are the generator's ``first_level``, ``inner_levels``
+    and ``last_level`` (``model.Generator``), which chain to the same correction.
+    """
+    generator = model.generator.eval()
+    side = 2 * generator.size_multiple
+    inputs, output = PARTS[part]
+    x = torch.zeros(1, 1, side, side)
+    examples: tuple[torch.Tensor, ...] = (x,)
+    if part in ("inner_levels", "last_level"):
+        with torch.no_grad():
+            first = generator.first_level(x)
+            examples = (first,) if part == "inner_levels" else (generator.inner_levels(first), first)
+    network = _Part(generator, "residual" if part == "correction" else part)
     path.parent.mkdir(parents=True, exist_ok=True)
 
     # torch >= 2.5 has two exporters; the TorchScript one handles this graph with no extra package
     legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    sizes = {0: "batch", 2: "rows", 3: "columns"}
 
     def export(tmp: Path) -> None:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's deprecation notices are not the user's business
-            torch.onnx.export(network, (torch.zeros(1, 1, side, side),), str(tmp), input_names=["x"],
-                              output_names=["correction"], opset_version=OPSET,
-                              dynamic_axes={"x": {0: "batch", 2: "rows", 3: "columns"},
-                                            "correction": {0: "batch", 2: "rows", 3: "columns"}}, **legacy)
+            torch.onnx.export(network, examples, str(tmp), input_names=list(inputs), output_names=[output],
+                              opset_version=OPSET, dynamic_axes={name: sizes for name in (*inputs, output)},
+                              **legacy)
 
     write_atomically(path, export)
 
 
 class GraphCorrection:
     """The exported graph's correction on numpy batches of any H x W: padded (replicate) to the network's
-    size multiple, run by a subclass's ``_run``, cropped back. ``name`` is the runtime's, for the engine."""
+    size multiple, run by a subclass's ``_run``, cropped back. ``name`` and ``precision`` are the runtime's
+    and what it computes in, for the engine."""
 
     name: str
+    precision: str
     multiple: int
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -103,6 +128,7 @@ class OnnxCorrection(GraphCorrection):
     """The network's correction through an ONNX Runtime session (CPU)."""
 
     name = "onnxruntime"
+    precision = "fp32"
 
     def __init__(self, model: LoadedModel, threads: int | None = None) -> None:
         import onnxruntime
@@ -123,15 +149,16 @@ class OnnxCorrection(GraphCorrection):
         return correction
 
 
-class _Correction(torch.nn.Module):
-    """``generator.residual`` as a module of its own, so the exported graph holds only the network."""
+class _Part(torch.nn.Module):
+    """One method of the generator as a module of its own, so the exported graph holds only that part."""
 
-    def __init__(self, generator: torch.nn.Module) -> None:
+    def __init__(self, generator: torch.nn.Module, method: str) -> None:
         super().__init__()
         self.generator = generator
+        self.method = method
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.generator.residual(x)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return getattr(self.generator, self.method)(*inputs)
 
 
 def cpu_count() -> int:

@@ -46,7 +46,8 @@ PACKAGES = (
     Package("onnx", "onnx", "1.15"),
 )
 TORCH = Package("torch", "torch", "2.4")
-# Imported only when asked for (--runtime openvino); never installed by the first-run step.
+# Imported only when installed (auto's mixed precision on CPUs with native bf16, --runtime openvino);
+# never installed by the first-run step (180 MB, no wheel for Slicer 5.8's Python 3.9).
 OPTIONAL = (Package("openvino", "openvino", "2025.0"),)
 
 
