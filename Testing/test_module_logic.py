@@ -59,7 +59,7 @@ def test_blocking_denoise_creates_a_new_node_with_the_inputs_geometry(scene, tin
     assert seen[-1] == (volume.array.shape[0],) * 2
     job = denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu", wait_for_completion=False)
     assert job.wait().GetName() not in ("LDCT", "LDCT denoised")  # a second run never replaces the first's node
-    assert job.status.startswith(f"Done: {volume.array.shape[0]} slices on cpu (float32)")
+    assert job.status.startswith(f"Done: {volume.array.shape[0]} slices on cpu (fp32)")
 
 
 def test_a_chosen_output_node_is_filled_and_the_input_can_never_be_the_output(scene, tiny_model_dir):

@@ -130,7 +130,10 @@ class VolumeDenoiser:
 
     @property
     def precision(self) -> str:
-        return str(self.dtype).removeprefix("torch.") if self.onnx is None else self.onnx.precision
+        """What the slices are computed in, named as --precision names it (fp32, bf16, fp16, mixed)."""
+        if self.onnx is not None:
+            return self.onnx.precision
+        return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
 
     @property
     def header(self) -> dict[str, str]:
