@@ -236,7 +236,8 @@ class VolumeDenoiser:
             if not openvino_runtime.available():
                 raise InputError("OpenVINO is not installed (needed for --runtime openvino and --precision mixed): "
                                  "pip install openvino onnx")
-            return openvino_runtime.OpenVinoCorrection(self.model, self._openvino_precision())
+            precision = openvino_runtime.auto_precision(self.model) if precision == "auto" else precision
+            return openvino_runtime.OpenVinoCorrection(self.model, precision)
         if (wanted, precision) == ("auto", "auto"):
             mixed = self._mixed_if_it_pays()
             if mixed is not None:
@@ -247,22 +248,14 @@ class VolumeDenoiser:
         """OpenVINO's mixed precision where it is installed, the CPU has native bf16 and the network splits."""
         from . import openvino_runtime
 
-        if not (openvino_runtime.available() and openvino_runtime.splits(self.model)):
-            return None
         try:
-            return openvino_runtime.OpenVinoCorrection(self.model, "mixed") if openvino_runtime.native_bf16() else None
+            if not openvino_runtime.available() or openvino_runtime.auto_precision(self.model) != "mixed":
+                return None
+            return openvino_runtime.OpenVinoCorrection(self.model, "mixed")
         except Exception as error:  # an export or compile failure: ONNX Runtime runs the same model
             logger.warning("OpenVINO could not run this model (%s: %s); trying ONNX Runtime",
                            type(error).__name__, (str(error).strip().splitlines() or [""])[0])
             return None
-
-    def _openvino_precision(self) -> str:
-        """auto: mixed where it pays (native bf16, a generator with levels to split), else fp32."""
-        from . import openvino_runtime
-
-        if self.options.precision != "auto":
-            return self.options.precision
-        return "mixed" if openvino_runtime.splits(self.model) and openvino_runtime.native_bf16() else "fp32"
 
     def _onnx_runtime_correction(self):
         from . import onnx_runtime

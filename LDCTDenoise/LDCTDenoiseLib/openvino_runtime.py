@@ -14,6 +14,7 @@ which bf16's 8-bit mantissa rounds away; the inner levels' features do not.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import numpy as np
@@ -25,7 +26,7 @@ from .weights import LoadedModel
 
 PRECISIONS = ("fp32", "bf16", "mixed")
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
-# mixed: each part in its own precision, chained first -> inner -> last (inputs as onnx_runtime.PARTS names them)
+# mixed: each part in its own precision, run in this order (each takes its inputs by onnx_runtime.PARTS's names)
 _MIXED = (("first_level", "fp32"), ("inner_levels", "bf16"), ("last_level", "fp32"))
 
 
@@ -34,6 +35,7 @@ def available() -> bool:
     return importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("onnx") is not None
 
 
+@functools.cache  # the CPU does not change while a process runs; each query starts an OpenVINO core
 def native_bf16() -> bool:
     """This CPU computes bf16 in hardware: OpenVINO's own default precision here is bf16."""
     import openvino
@@ -44,6 +46,11 @@ def native_bf16() -> bool:
 def splits(model: LoadedModel) -> bool:
     """The network has the levels the mixed precision keeps apart (the paper's generator)."""
     return isinstance(model.generator, Generator)
+
+
+def auto_precision(model: LoadedModel) -> str:
+    """mixed where it pays (native bf16, a generator with levels to split), else fp32."""
+    return "mixed" if splits(model) and native_bf16() else "fp32"
 
 
 class OpenVinoCorrection(onnx_runtime.GraphCorrection):
@@ -72,11 +79,12 @@ class OpenVinoCorrection(onnx_runtime.GraphCorrection):
         self.compiled: dict[tuple, object] = {}
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        if self.precision != "mixed":
-            return self._compiled_for(0, (x.shape,))([x])[0]
-        first = self._compiled_for(0, (x.shape,))([x])[0]
-        inner = self._compiled_for(1, (first.shape,))([first])[0]
-        return self._compiled_for(2, (inner.shape, first.shape))([inner, first])[0]
+        values = {"x": x}
+        for index, (part, _, _) in enumerate(self.parts):
+            inputs, output = onnx_runtime.PARTS[part]
+            arrays = [values[name] for name in inputs]
+            values[output] = self._compiled_for(index, tuple(a.shape for a in arrays))(arrays)[0]
+        return values["correction"]
 
     def _compiled_for(self, index: int, shapes: tuple[tuple[int, ...], ...]):
         part, precision, path = self.parts[index]
