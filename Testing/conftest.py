@@ -25,17 +25,19 @@ def private_cache(tmp_path_factory) -> None:
 
 @pytest.fixture(autouse=True)
 def cpu_without_native_bf16(request, monkeypatch) -> None:
-    """The engine's choices do not depend on the test machine's CPU: every test sees one without native
-    bf16 (so auto means ONNX Runtime fp32) unless it is marked ``native_bf16`` (run where there is)."""
+    """The engine's choices do not depend on the test machine's CPU: every test, and every process it
+    starts, sees one without native bf16 (so auto means ONNX Runtime fp32) unless it is marked
+    ``native_bf16`` (run only where there is)."""
+    if request.node.get_closest_marker("native_bf16") is None:
+        monkeypatch.setenv("LDCTDENOISE_NATIVE_BF16", "0")
+        return
+    monkeypatch.delenv("LDCTDENOISE_NATIVE_BF16", raising=False)
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("openvino") is None:
-        return  # Slicer 5.8's Python: no torch, no engine; without OpenVINO nothing asks
+        pytest.skip("needs torch and OpenVINO")
     from LDCTDenoiseLib import openvino_runtime
 
-    if request.node.get_closest_marker("native_bf16") is not None:
-        if not openvino_runtime.native_bf16():
-            pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
-        return
-    monkeypatch.setattr(openvino_runtime, "native_bf16", lambda: False)
+    if not openvino_runtime.native_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
 
 
 @pytest.fixture

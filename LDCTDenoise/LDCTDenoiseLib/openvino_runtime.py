@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 
 import numpy as np
 
@@ -35,9 +36,19 @@ def available() -> bool:
     return importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("onnx") is not None
 
 
-@functools.cache  # the CPU does not change while a process runs; each query starts an OpenVINO core
+# "0": behave as on a CPU without native bf16 (auto stays fp32); read at each call, so child processes
+# (the Slicer module's) and tests see what their environment says
+NATIVE_BF16_VARIABLE = "LDCTDENOISE_NATIVE_BF16"
+
+
 def native_bf16() -> bool:
-    """This CPU computes bf16 in hardware: OpenVINO's own default precision here is bf16."""
+    """This CPU computes bf16 in hardware and the environment does not turn that off."""
+    return os.environ.get(NATIVE_BF16_VARIABLE, "") != "0" and _hardware_bf16()
+
+
+@functools.cache  # the CPU does not change while a process runs; each query starts an OpenVINO core
+def _hardware_bf16() -> bool:
+    """OpenVINO's own default precision on this CPU is bf16."""
     import openvino
 
     return openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT") == openvino.Type.bf16
