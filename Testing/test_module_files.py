@@ -122,12 +122,10 @@ def test_every_package_the_module_needs_is_a_pyproject_dependency_with_the_same_
 
 
 def test_every_package_the_module_imports_is_installed_by_the_first_run_step():
-    """A new import of a third-party package fails here until requirements.PACKAGES installs it (or lists it
-    in requirements.OPTIONAL, imported only when asked for)."""
-    from LDCTDenoiseLib.requirements import OPTIONAL, PACKAGES, TORCH
+    """A new import of a third-party package fails here until requirements.PACKAGES installs it."""
+    from LDCTDenoiseLib.requirements import PACKAGES, TORCH
 
-    provided = {p.module for p in (*PACKAGES, TORCH, *OPTIONAL)} | SLICER_APPLICATION_MODULES | {"LDCTDenoiseLib",
-                                                                                                "LDCTDenoise"}
+    provided = {p.module for p in (*PACKAGES, TORCH)} | SLICER_APPLICATION_MODULES | {"LDCTDenoiseLib", "LDCTDenoise"}
     imported = set()
     for path in MODULE_DIR.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -136,13 +134,3 @@ def test_every_package_the_module_imports_is_installed_by_the_first_run_step():
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 imported.add(node.module.split(".")[0])
     assert sorted(imported - set(sys.stdlib_module_names) - provided) == []
-
-
-def test_optional_runtimes_are_pyproject_extras_with_the_same_minimum():
-    import tomllib
-
-    from LDCTDenoiseLib.requirements import OPTIONAL
-
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    listed = {d for group in extras.values() for d in group}
-    assert {p.requirement for p in OPTIONAL} <= listed

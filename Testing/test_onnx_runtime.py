@@ -1,4 +1,5 @@
-"""The CPU fast path: ONNX Runtime runs the generator's exported correction as torch does."""
+"""The CPU fast paths: OpenVINO (the default) and ONNX Runtime run the generator's exported correction as torch
+does."""
 
 import logging
 
@@ -37,16 +38,24 @@ def test_onnx_runtime_gives_the_torch_result_on_any_slice_size(model, shape):
     np.testing.assert_allclose(out, denoise_volume(hu, model, TORCH), atol=0.05)  # HU
 
 
-def test_auto_takes_onnx_runtime_for_fp32_on_the_cpu_and_torch_otherwise(model):
-    assert VolumeDenoiser(model, EngineOptions(device="cpu", compile="off")).runtime == "onnxruntime"
+def test_auto_takes_openvino_then_onnx_runtime_for_fp32_on_the_cpu_and_torch_otherwise(model, monkeypatch, caplog):
+    if openvino_runtime.available():
+        assert VolumeDenoiser(model, EngineOptions(device="cpu", compile="off")).runtime == "openvino"
+        assert VolumeDenoiser(model, EngineOptions(device="cpu", precision="fp32")).precision == "fp32"
+    monkeypatch.setattr(openvino_runtime, "available", lambda: False)
+    with caplog.at_level(logging.INFO):
+        assert VolumeDenoiser(model, EngineOptions(device="cpu", compile="off")).runtime == "onnxruntime"
+    assert "OpenVINO is not installed" in caplog.text
     assert VolumeDenoiser(model, EngineOptions(device="cpu", precision="bf16")).runtime == "torch"
     assert VolumeDenoiser(model, EngineOptions(device="cpu", compile="on")).runtime == "torch"
     with pytest.raises(InputError, match="runs fp32 on the CPU"):
         VolumeDenoiser(model, EngineOptions(device="cpu", precision="bf16", runtime="onnxruntime"))
 
 
-def test_without_onnx_runtime_auto_runs_torch_with_a_note_and_asking_for_it_is_an_error(model, monkeypatch, caplog):
+def test_without_either_runtime_auto_runs_torch_with_a_note_and_asking_for_one_is_an_error(model, monkeypatch,
+                                                                                           caplog):
     monkeypatch.setattr(onnx_runtime, "available", lambda: False)
+    monkeypatch.setattr(openvino_runtime, "available", lambda: False)
     with caplog.at_level(logging.INFO):
         denoiser = VolumeDenoiser(model, EngineOptions(device="cpu", compile="off"))
     assert denoiser.runtime == "torch" and "ONNX Runtime is not installed" in caplog.text
@@ -66,7 +75,8 @@ def test_a_corrupted_cached_graph_fails_its_checksum_and_is_rebuilt(model, caplo
     assert onnx_runtime.sha256_of(path) == path.with_suffix(".sha256").read_text().strip()
 
 
-def test_a_failing_export_in_auto_falls_back_to_torch_with_a_warning(model, model_cache, monkeypatch, caplog):
+def test_a_failing_export_in_auto_falls_back_through_each_runtime_to_torch_with_warnings(model, model_cache,
+                                                                                         monkeypatch, caplog):
     def broken(model, path, part="correction"):
         raise RuntimeError("exporter broke")
 
@@ -74,6 +84,8 @@ def test_a_failing_export_in_auto_falls_back_to_torch_with_a_warning(model, mode
     with caplog.at_level(logging.WARNING):
         denoiser = VolumeDenoiser(model, EngineOptions(device="cpu", compile="off"))
     assert denoiser.runtime == "torch" and "exporter broke" in caplog.text
+    if openvino_runtime.available():
+        assert "OpenVINO could not run this model" in caplog.text and "ONNX Runtime could not" in caplog.text
 
 
 def test_the_bundled_model_on_two_real_slices_within_a_hundredth_of_a_hu(shared_ct):
@@ -86,7 +98,7 @@ def test_the_bundled_model_on_two_real_slices_within_a_hundredth_of_a_hu(shared_
     assert np.percentile(difference, 99) < 0.01 and difference.max() < 0.1  # measured: see benchmarks/RESULTS.md
 
 
-@pytest.mark.skipif(not openvino_runtime.available(), reason="openvino is not installed (an optional runtime)")
+@pytest.mark.skipif(not openvino_runtime.available(), reason="openvino is not installed")
 @pytest.mark.parametrize("shape", [(3, 48, 40), (2, 37, 51)])
 def test_openvino_runs_the_same_graph_as_torch_on_any_slice_size(model, shape):
     hu = make_phantom((shape[0], 64, 64)).array[:, : shape[1], : shape[2]]
@@ -114,8 +126,9 @@ requires_openvino = pytest.mark.skipif(not openvino_runtime.available(), reason=
 
 
 @requires_openvino
-def test_where_the_cpu_has_no_native_bf16_auto_stays_on_onnx_runtime_and_asking_for_bf16_says_why(model):
-    assert VolumeDenoiser(model, EngineOptions(device="cpu", compile="off")).runtime == "onnxruntime"
+def test_where_the_cpu_has_no_native_bf16_auto_runs_openvino_fp32_and_asking_for_bf16_says_why(model):
+    denoiser = VolumeDenoiser(model, EngineOptions(device="cpu", compile="off"))
+    assert (denoiser.runtime, denoiser.precision, len(denoiser.onnx.parts)) == ("openvino", "fp32", 1)
     for precision in ("mixed", "bf16"):
         with pytest.raises(InputError, match="native bf16"):
             VolumeDenoiser(model, EngineOptions(device="cpu", runtime="openvino", precision=precision))
@@ -145,7 +158,8 @@ def test_mixed_precision_needs_the_generators_levels():
     structkpn = LoadedModel(network, Normalization(), manifest={}, name="kpn")
     with pytest.raises(InputError, match="attention residual U-Net"):
         VolumeDenoiser(structkpn, EngineOptions(device="cpu", runtime="openvino", precision="mixed"))
-    assert VolumeDenoiser(structkpn, EngineOptions(device="cpu", compile="off")).runtime == "onnxruntime"
+    auto = VolumeDenoiser(structkpn, EngineOptions(device="cpu", compile="off"))
+    assert (auto.runtime, auto.precision) == ("openvino", "fp32")  # auto keeps it whole, in fp32
 
 
 @requires_openvino

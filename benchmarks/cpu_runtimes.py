@@ -11,7 +11,7 @@ denoise and write.
 
     python benchmarks/cpu_runtimes.py [--weights Resources/Models/default] [--repeats 3] [--skip-full-volume]
 
-Needs the optional runtimes: pip install onnx onnxscript onnxruntime openvino.
+Runs on the default install (OpenVINO, ONNX Runtime and onnx are dependencies).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ CALIBRATION = [("lidc-idri/LIDC-IDRI-0001", k) for k in (2, 8, 14)] + [("lungfcp
 SCAN = ScannerNoise(added_noise_hu=40.0, filter="shepp-logan", cutoff=0.9, views=984, electronic_std=10.0,
                     bowtie=1.5, modulation=0.5)
 PATHS = ("torch eager fp32", "torch engine fp32 channels_last", "torch compiled fp32",
-         "engine onnxruntime fp32 (default)", "onnxruntime int8", "openvino fp32", "openvino int8",
-         "engine openvino mixed (default with native bf16)", "engine openvino bf16")
+         "engine onnxruntime fp32 (fallback)", "onnxruntime int8", "engine openvino fp32 (default without native bf16)",
+         "openvino int8", "engine openvino mixed (default with native bf16)", "engine openvino bf16")
 
 
 def noisy_slices(entries: list[tuple[str, int]], seed: int) -> tuple[np.ndarray, np.ndarray, list[float]]:

@@ -307,11 +307,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="auto: bf16/fp16 on GPU; on CPU mixed (OpenVINO: fp32 at full resolution, bf16 "
                               "inside) where the CPU has native bf16, else fp32")
         sub.add_argument("--compile", default="auto", choices=COMPILE_MODES,
-                         help="torch.compile (auto: on CPU for volumes of >= 100 slices when ONNX Runtime is absent)")
+                         help="torch.compile (auto: on CPU for volumes of >= 100 slices when neither OpenVINO nor "
+                              "ONNX Runtime can run)")
         sub.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                         help="auto on the CPU: OpenVINO mixed precision where installed and the CPU has native bf16, "
-                              "else ONNX Runtime fp32, else torch; openvino: the same graph compiled per slice size "
-                              "by OpenVINO (optional: pip install openvino)")
+                         help="auto on the CPU: OpenVINO (mixed precision where the CPU has native bf16, else fp32), "
+                              "else ONNX Runtime fp32, else torch; each runs the same exported graph")
         sub.add_argument("--strength", type=float, default=100.0, metavar="PERCENT",
                          help="how much of the network's correction to apply: 0 (the input) to 100 (default)")
 

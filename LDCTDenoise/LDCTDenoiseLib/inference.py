@@ -213,10 +213,11 @@ class VolumeDenoiser:
     def _onnx_correction(self):
         """The exported graph's runner when the options ask for one (or auto finds it worth it), else None.
 
-        auto on the CPU takes OpenVINO's mixed precision where it is installed and the CPU has native
-        bf16 (measured: benchmarks/RESULTS.md), else ONNX Runtime fp32, unless torch.compile or a torch
-        precision was asked for; without either runtime it says so once and runs torch. A runtime or
-        precision asked for explicitly that is missing or fails is an error.
+        auto on the CPU takes OpenVINO (mixed precision where the CPU has native bf16, else fp32: the
+        fastest on every CPU measured, benchmarks/RESULTS.md), then ONNX Runtime fp32, unless
+        torch.compile or a torch precision was asked for; each runtime missing or failing says so once
+        and the next runs, torch last. A runtime or precision asked for explicitly that is missing or
+        fails is an error.
         """
         from . import openvino_runtime
 
@@ -238,20 +239,23 @@ class VolumeDenoiser:
                                  "pip install openvino onnx")
             precision = openvino_runtime.auto_precision(self.model) if precision == "auto" else precision
             return openvino_runtime.OpenVinoCorrection(self.model, precision)
-        if (wanted, precision) == ("auto", "auto"):
-            mixed = self._mixed_if_it_pays()
-            if mixed is not None:
-                return mixed
+        if wanted == "auto":
+            graph = self._openvino_if_installed(precision)
+            if graph is not None:
+                return graph
         return self._onnx_runtime_correction()
 
-    def _mixed_if_it_pays(self):
-        """OpenVINO's mixed precision where it is installed, the CPU has native bf16 and the network splits."""
+    def _openvino_if_installed(self, precision: str):
+        """OpenVINO in ``precision`` (auto: mixed where it pays, else fp32), or None with a note why not."""
         from . import openvino_runtime
 
+        if not openvino_runtime.available():
+            logger.info("OpenVINO is not installed: trying ONNX Runtime (pip install openvino for the fastest "
+                        "CPU path)")
+            return None
         try:
-            if not openvino_runtime.available() or openvino_runtime.auto_precision(self.model) != "mixed":
-                return None
-            return openvino_runtime.OpenVinoCorrection(self.model, "mixed")
+            chosen = openvino_runtime.auto_precision(self.model) if precision == "auto" else precision
+            return openvino_runtime.OpenVinoCorrection(self.model, chosen)
         except Exception as error:  # an export or compile failure: ONNX Runtime runs the same model
             logger.warning("OpenVINO could not run this model (%s: %s); trying ONNX Runtime",
                            type(error).__name__, (str(error).strip().splitlines() or [""])[0])

@@ -1,4 +1,5 @@
-"""The CPU fast path: the generator's correction as an ONNX graph, run by ONNX Runtime.
+"""The generator's correction as an ONNX graph (what OpenVINO, the CPU default, compiles), and ONNX
+Runtime running it: the fallback where OpenVINO cannot.
 
 Chosen by measurement (``benchmarks/cpu_runtimes.py``, figures in ``benchmarks/RESULTS.md``). The
 graph is exported from the same safetensors at first use and cached in the user cache folder,

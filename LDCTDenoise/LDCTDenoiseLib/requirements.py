@@ -42,13 +42,11 @@ PACKAGES = (
     Package("platformdirs", "platformdirs", "3"),
     Package("matplotlib", "matplotlib", "3.7"),
     Package("tqdm", "tqdm", "4.60"),
+    Package("openvino", "openvino", "2025.0"),  # Slicer 5.8's Python 3.9 gets 2025.3, its last cp39 wheel
     Package("onnxruntime", "onnxruntime", "1.17"),
     Package("onnx", "onnx", "1.15"),
 )
 TORCH = Package("torch", "torch", "2.4")
-# Imported only when installed (auto's mixed precision on CPUs with native bf16, --runtime openvino);
-# never installed by the first-run step (180 MB, no wheel for Slicer 5.8's Python 3.9).
-OPTIONAL = (Package("openvino", "openvino", "2025.0"),)
 
 
 @dataclass
