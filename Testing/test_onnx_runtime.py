@@ -88,13 +88,17 @@ def test_a_failing_export_in_auto_falls_back_through_each_runtime_to_torch_with_
         assert "OpenVINO could not run this model" in caplog.text and "ONNX Runtime could not" in caplog.text
 
 
-def test_the_bundled_model_on_two_real_slices_within_a_hundredth_of_a_hu(shared_ct):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_the_bundled_model_in_fp32_on_two_real_slices_within_a_hundredth_of_a_hu(shared_ct, runtime):
     bundled = [f / "Models" / "default" for f in resources_dirs() if (f / "Models" / "default").is_dir()]
     if not bundled:
         pytest.skip("no model bundled")
+    if runtime == "openvino" and not openvino_runtime.available():
+        pytest.skip("openvino is not installed")
     model = load_model(bundled[0])
     ndct, low = _two_real_noisy_slices(shared_ct)
-    difference = np.abs(VolumeDenoiser(model, ONNX)(low) - VolumeDenoiser(model, TORCH)(low))[body_mask(ndct)]
+    graph = VolumeDenoiser(model, EngineOptions(device="cpu", runtime=runtime, precision="fp32"))
+    difference = np.abs(graph(low) - VolumeDenoiser(model, TORCH)(low))[body_mask(ndct)]
     assert np.percentile(difference, 99) < 0.01 and difference.max() < 0.1  # measured: see benchmarks/RESULTS.md
 
 
