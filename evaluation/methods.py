@@ -93,7 +93,8 @@ def _model(spec: MethodSpec, device: str) -> Method:
         return Model(spec.name, spec.kind, available=False, why=f"no exported model at {spec.path}")
     loaded = load_model(spec.path)
     provenance = loaded.manifest.get("provenance", {})
-    return Model(spec.name, spec.kind, denoiser=VolumeDenoiser(loaded, EngineOptions(device=device)), parameters={
+    denoiser = VolumeDenoiser(loaded, EngineOptions(device=device, precision="fp32"))  # the same figures on any machine
+    return Model(spec.name, spec.kind, denoiser=denoiser, parameters={
         "path": str(spec.path), "sha256": loaded.manifest.get("sha256", ""), "stage": provenance.get("stage"),
         "steps": provenance.get("steps"), "training_seconds": provenance.get("training_seconds"),
         "initialised_from": [f"{i.get('run')} ({i.get('stage')}, {i.get('steps')} steps)"

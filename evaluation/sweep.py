@@ -149,7 +149,9 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
     pairs = [read_slice(data, spec) for spec in sweep.slices]
     tuning = read_slice(data, sweep.tuning)
     models = {name: load_model(path) for name, path in sweep.models.items()}
-    denoisers = {name: VolumeDenoiser(model, EngineOptions(device=device)) for name, model in models.items()}
+    # fp32 on every device: the figures (and the cached outputs) must not depend on a CPU's bf16 or a GPU's autocast
+    denoisers = {name: VolumeDenoiser(model, EngineOptions(device=device, precision="fp32"))
+                 for name, model in models.items()}
     use_bm3d = sweep.bm3d and bm3d_available()
     rows, sigmas, figure = [], {}, {}
     for filter_label, streak, noise_hu in sweep.cells():

@@ -71,7 +71,7 @@ def evaluate(
     settings = projection_settings(config.noise, dose)
     tuning = splits["validation"] or splits[split]
     sigma = best_gaussian_sigma([_pair(p, cache, settings, seed, max_slices) for p in tuning])
-    denoiser = VolumeDenoiser(model, EngineOptions(device=device))
+    denoiser = VolumeDenoiser(model, EngineOptions(device=device, precision="fp32"))  # the same figures on any machine
     rows = []
     for patient in splits[split]:
         noisy, clean = _pair(patient, cache, settings, seed, max_slices)
