@@ -119,6 +119,7 @@ def test_demo_with_weights_writes_volumes_and_summary(tmp_path, tiny_model_dir, 
         (["denoise", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--weights", "{tmp}/nowhere"], "no model manifest"),
         (["simulate", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--dose", "2"], "dose fraction"),
         (["denoise", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--strength", "150"], "strength must be between 0 and 100 %"),
+        (["denoise", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--keep-noise", "-3"], "keep-noise must be between 0 and 100 HU"),
     ],
 )
 def test_bad_input_gives_one_line_reason_and_no_output(tmp_path, tiny_model_dir, capsys, argv, message):
@@ -143,10 +144,26 @@ def test_strength_is_applied_and_recorded_in_the_file_header_and_the_dicom_descr
             outputs[name] = read_volume(tmp_path / name)
     full, partial = outputs["s100.nrrd"], outputs["s40.nrrd"]
     np.testing.assert_allclose(partial.array - volume.array, 0.4 * (full.array - volume.array), atol=1e-3)
-    assert partial.metadata["header"] == {"LDCTDenoise_model": "tiny", "LDCTDenoise_strength_percent": "40"}
+    assert partial.metadata["header"] == {"LDCTDenoise_model": "tiny", "LDCTDenoise_strength_percent": "40",
+                                          "LDCTDenoise_keep_noise_hu": "0"}
     description = pydicom.dcmread(sorted((tmp_path / "s40-dicom").iterdir())[0]).SeriesDescription
     assert description.endswith("denoised 40% (LDCTDenoise)")
     np.testing.assert_allclose(outputs["s40-dicom"].array, np.rint(partial.array), atol=1.0)
+
+
+def test_keep_noise_is_applied_and_recorded_in_the_file_header_and_the_dicom_description(tmp_path, tiny_model_dir,
+                                                                                         capsys):
+    path, _ = phantom_file(tmp_path)
+    code, out, err = run(capsys, "denoise", path, tmp_path / "k-dicom", "--weights", tiny_model_dir,
+                         "--keep-noise", "8")
+    assert code == 0, err
+    assert "keep 8 HU: " in out and "% applied" in out
+    first = pydicom.dcmread(sorted((tmp_path / "k-dicom").iterdir())[0])
+    assert first.SeriesDescription.endswith("denoised 100%, keep 8 HU (LDCTDenoise)")
+    code, _, err = run(capsys, "denoise", path, tmp_path / "k.nrrd", "--weights", tiny_model_dir, "--keep-noise", "8",
+                       "--quiet")
+    assert code == 0, err
+    assert read_volume(tmp_path / "k.nrrd").metadata["header"]["LDCTDenoise_keep_noise_hu"] == "8"
 
 
 def test_the_text_summary_names_the_model_in_one_line_and_json_keeps_the_whole_record(tmp_path, tiny_model_dir,

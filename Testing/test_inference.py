@@ -164,7 +164,8 @@ def test_strength_scales_the_networks_correction(model, hu, strength):
     np.testing.assert_allclose(out - hu, strength * (full - hu), atol=1e-3)
     assert denoiser.last_run["strength_percent"] == 100 * strength
     assert denoiser.description == f"denoised {100 * strength:g}% (LDCTDenoise)"
-    assert denoiser.header == {"LDCTDenoise_model": "tiny", "LDCTDenoise_strength_percent": f"{100 * strength:g}"}
+    assert denoiser.header == {"LDCTDenoise_model": "tiny", "LDCTDenoise_strength_percent": f"{100 * strength:g}",
+                               "LDCTDenoise_keep_noise_hu": "0"}
 
 
 def test_strength_zero_returns_the_input_exactly(model, hu):

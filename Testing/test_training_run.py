@@ -194,6 +194,9 @@ def test_cli_trains_exports_and_evaluates(phantom_dataset, tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert main(["stage1", "--config", "tiny", "--out", str(run), "--resume", *data]) == 0  # already complete
     assert main(["export", str(run), "--out", str(model)]) == 0
+    assert "inference" not in load_model(model).manifest  # the whole correction unless calibrated
+    assert main(["export", str(run), "--out", str(tmp_path / "kept"), "--keep-noise", "11"]) == 0
+    assert VolumeDenoiser(load_model(tmp_path / "kept"), EngineOptions(device="cpu")).keep_noise_hu == 11.0
     report = tmp_path / "eval.json"
     assert main(["evaluate", str(model), "--config", "tiny", "--set", "data.test=1", "--max-slices", "1",
                  "--out", str(report), *data]) == 0

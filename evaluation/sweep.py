@@ -26,7 +26,7 @@ from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.io import read_volume
 from LDCTDenoiseLib.metrics import FULL_RANGE, SOFT_TISSUE, slice_metrics
-from LDCTDenoiseLib.roi import body_mask
+from LDCTDenoiseLib.noise_level import FLAT_WINDOW_PX, flat_soft_tissue
 from LDCTDenoiseLib.simulation.scanner import ScannerNoise, scanner_noise_hu
 from LDCTDenoiseLib.weights import cache_dir, load_model
 from training.baselines import best_gaussian_sigma, bm3d_available, bm3d_slices, estimate_noise_hu, gaussian_slices
@@ -34,9 +34,6 @@ from training.baselines import best_gaussian_sigma, bm3d_available, bm3d_slices,
 from .config import REPOSITORY, STUDY_FILE
 
 CACHE_VERSION = 2  # part of every cache key: raise it when the simulator or a method changes its output
-FLAT_WINDOW_PX = 9  # local std window of the flat-tissue noise figure
-SOFT_HU = (-150.0, 150.0)  # flat soft tissue: the NDCT smoothed lies in here ...
-FLAT_GRADIENT_HU_PER_PX = 4.0  # ... and barely changes
 
 
 @dataclass(frozen=True)
@@ -57,6 +54,7 @@ class Sweep:
     views: int
     seed: int
     models: dict[str, Path]  # name -> exported model folder
+    keep_noise_hu: dict[str, float]  # name -> the engine's keep_noise_hu where the entry sets it (else the model's)
     figure_cell: tuple[str, str, float]  # (filter, streaks, noise) of the image figure
     bm3d: bool = True
     bm3d_from_hu: float = 0.0  # BM3D runs on cells with at least this much added noise
@@ -83,6 +81,7 @@ def load_sweep(path: Path = STUDY_FILE, quick: bool = False) -> Sweep:
         views=int(raw["views"]),
         seed=int(raw["seed"]),
         models={m["name"]: REPOSITORY / m["path"] for m in raw["models"]},
+        keep_noise_hu={m["name"]: float(m["keep_noise_hu"]) for m in raw["models"] if "keep_noise_hu" in m},
         figure_cell=tuple(part.get("figure", raw["figure"])),
         bm3d=bool(part.get("bm3d", True)),
         bm3d_from_hu=float(raw.get("bm3d_from_hu", 0.0)),
@@ -99,15 +98,6 @@ class SlicePair:
     @property
     def ndct_flat_noise(self) -> float:
         return flat_noise_hu(self.ndct, self.flat)
-
-
-def flat_soft_tissue(ndct: np.ndarray) -> np.ndarray:
-    """Pixels of soft tissue whose NDCT barely changes around them (no edges within 4 pixels)."""
-    smooth = ndimage.gaussian_filter(ndct.astype(np.float64), 2.0)
-    gradient = np.hypot(*np.gradient(smooth))
-    flat = (smooth > SOFT_HU[0]) & (smooth < SOFT_HU[1]) & (gradient < FLAT_GRADIENT_HU_PER_PX)
-    flat &= body_mask(ndct[None])[0]
-    return ndimage.binary_erosion(flat, iterations=FLAT_WINDOW_PX // 2)
 
 
 def flat_noise_hu(image: np.ndarray, flat: np.ndarray) -> float:
@@ -150,7 +140,8 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
     tuning = read_slice(data, sweep.tuning)
     models = {name: load_model(path) for name, path in sweep.models.items()}
     # fp32 on every device: the figures (and the cached outputs) must not depend on a CPU's bf16 or a GPU's autocast
-    denoisers = {name: VolumeDenoiser(model, EngineOptions(device=device, precision="fp32"))
+    denoisers = {name: VolumeDenoiser(model, EngineOptions(device=device, precision="fp32",
+                                                           keep_noise_hu=sweep.keep_noise_hu.get(name)))
                  for name, model in models.items()}
     use_bm3d = sweep.bm3d and bm3d_available()
     rows, sigmas, figure = [], {}, {}
@@ -169,7 +160,8 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
             if use_bm3d and noise_hu >= sweep.bm3d_from_hu:
                 outputs["BM3D"] = cache.get({**key, "method": "bm3d"}, partial(_bm3d, ldct))
             for name, denoiser in denoisers.items():
-                outputs[name] = cache.get({**key, "model": models[name].manifest.get("sha256", name)},
+                outputs[name] = cache.get({**key, "model": models[name].manifest.get("sha256", name),
+                                           "keep_noise_hu": denoiser.keep_noise_hu},
                                           partial(_denoised, denoiser, ldct))
             rows += [{"slice": pair.spec.name, **cell, "method": method, **measure(image, pair)}
                      for method, image in outputs.items()]
@@ -185,7 +177,8 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
         "figure_cell": sweep.figure_cell,
         "figure_images": figure,
         "models": {name: {"path": str(sweep.models[name].relative_to(REPOSITORY)),
-                          "sha256": model.manifest.get("sha256", "")} for name, model in models.items()},
+                          "sha256": model.manifest.get("sha256", ""),
+                          "keep_noise_hu": denoisers[name].keep_noise_hu} for name, model in models.items()},
     }
 
 

@@ -65,7 +65,7 @@ def methods_command(args: argparse.Namespace) -> None:
 
 
 def export_command(args: argparse.Namespace) -> None:
-    manifest = export_model(args.checkpoint, args.out, half=args.half, name=args.name)
+    manifest = export_model(args.checkpoint, args.out, half=args.half, name=args.name, keep_noise_hu=args.keep_noise)
     print(f"ldct-train: exported {manifest}")
 
 
@@ -154,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--out", required=True, help="model folder, e.g. Resources/Models/default")
     command.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
     command.add_argument("--name", default="default")
+    command.add_argument("--keep-noise", type=float, default=0.0, metavar="HU",
+                         help="the engine's default --keep-noise for this model (0: the whole correction)")
     command.set_defaults(run=export_command)
     command = commands.add_parser("card", help="draft MODEL/MODEL_CARD.md from what the manifest records")
     command.add_argument("model", help="exported model folder")

@@ -241,7 +241,7 @@ def _check_output(output: Path, input_path: Path | None, overwrite: bool) -> Non
 
 def _engine_options(args: argparse.Namespace) -> EngineOptions:
     return EngineOptions(device=args.device, precision=args.precision, batch_size=args.batch_size, compile=args.compile,
-                         strength=args.strength / 100, runtime=args.runtime)
+                         strength=args.strength / 100, keep_noise_hu=args.keep_noise, runtime=args.runtime)
 
 
 def _report(summary: dict, as_json: bool) -> None:
@@ -254,8 +254,17 @@ def _report(summary: dict, as_json: bool) -> None:
             value = _model_line(value)
         elif key == "run":
             value = (f"{value['slices']} slices on {value['device']} ({value['runtime']}, {value['precision']}), "
-                     f"{value['slices_per_second']} slices/s, strength {value['strength_percent']:g} %")
+                     f"{value['slices_per_second']} slices/s, strength {value['strength_percent']:g} %"
+                     + _applied(value))
         print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+
+
+def _applied(run: dict) -> str:
+    """', keep 12 HU: 40-97 % applied' where the correction was scaled by the noise it removes."""
+    if not run.get("keep_noise_hu") or not run.get("applied_percent"):
+        return ""
+    low, high = run["applied_percent"]
+    return f", keep {run['keep_noise_hu']:g} HU: {low:g}-{high:g} % applied"
 
 
 def _model_line(described: dict) -> str:
@@ -314,6 +323,10 @@ def _parser() -> argparse.ArgumentParser:
                               "else ONNX Runtime fp32, else torch; each runs the same exported graph")
         sub.add_argument("--strength", type=float, default=100.0, metavar="PERCENT",
                          help="how much of the network's correction to apply: 0 (the input) to 100 (default)")
+        sub.add_argument("--keep-noise", type=float, metavar="HU",
+                         help="noise a normal-dose scan keeps: each slice gets the share of the correction beyond "
+                              "it, so light-dose slices are barely changed (default: the model's, see its card; "
+                              "0: the whole correction everywhere)")
 
     sub = command("denoise", denoise_command, "denoise a CT volume (DICOM folder or volume file)")
     sub.add_argument("input", type=Path, help="DICOM series folder or .nrrd/.nii/.nii.gz/.mha file")

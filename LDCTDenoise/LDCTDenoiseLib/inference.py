@@ -5,7 +5,9 @@ result is written into a preallocated float32 array. The network's correction is
 the unclipped input, so HU outside the normalisation's clip range (metal, padding) are kept.
 ``strength`` scales that correction (vendors' deep-learning reconstructions offer low, medium
 and high for the same reason: readers reject an over-smoothed look): 0 returns the input, 1 the
-model's output.
+model's output. ``keep_noise_hu`` (by default the model manifest's ``inference.keep_noise_hu``)
+scales it per slice by the noise it removes (``noise_level``), so that a scan already at normal
+dose keeps its own noise and texture instead of being smoothed past its true image.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from .errors import Cancelled, InputError
 from .io import Volume
 from .networks import architecture_of
+from .noise_level import correction_weight
 from .weights import LoadedModel, cache_dir
 
 # mixed: the generator's full-resolution levels in fp32, the inner ones in bf16 (OpenVINO on a CPU with native bf16)
@@ -32,6 +35,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "mixed")
 COMPILE_MODES = ("auto", "on", "off")
 # auto on the CPU: OpenVINO mixed where the CPU has native bf16, else ONNX Runtime fp32, else torch
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+MAX_KEEP_NOISE_HU = 100.0  # a normal-dose scan's own noise is 8-25 HU; more than this is a typo
 CPU_COMPILE_MIN_SLICES = 100  # below this, compiling (about a minute cold) does not pay on CPU
 ProgressCallback = Callable[[int, int], None]
 logger = logging.getLogger(__name__)
@@ -59,11 +63,14 @@ class EngineOptions:
     compile: str = "auto"  # torch.compile: auto uses it on CPU for large volumes
     channels_last: bool = True
     strength: float = 1.0  # fraction of the network's correction applied, 0 to 1
+    keep_noise_hu: float | None = None  # noise a normal-dose slice keeps (0: off); None: the model's own
     runtime: str = "auto"  # auto, torch, onnxruntime or openvino (CPU): see RUNTIMES
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 1.0:
             raise InputError(f"strength must be between 0 and 100 %; got {100 * self.strength:g} %")
+        if self.keep_noise_hu is not None and not 0.0 <= self.keep_noise_hu <= MAX_KEEP_NOISE_HU:
+            raise InputError(f"keep-noise must be between 0 and {MAX_KEEP_NOISE_HU:g} HU; got {self.keep_noise_hu:g}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
         if self.compile not in COMPILE_MODES:
@@ -72,6 +79,11 @@ class EngineOptions:
             raise InputError(f"runtime must be one of {RUNTIMES}; got {self.runtime!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size must be >= 1; got {self.batch_size}")
+
+
+def model_keep_noise_hu(model: LoadedModel) -> float:
+    """The noise a normal-dose slice keeps under this model, as its manifest says (0: none asked for)."""
+    return float(model.manifest.get("inference", {}).get("keep_noise_hu", 0.0))
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -122,6 +134,8 @@ class VolumeDenoiser:
         self.network = model.generator.to(self.device, memory_format=self.memory_format).eval()
         self._compiled: dict[tuple, Callable] = {}
         self.onnx = self._onnx_correction()
+        self.keep_noise_hu = model_keep_noise_hu(model) if self.options.keep_noise_hu is None \
+            else self.options.keep_noise_hu
         self.last_run: dict = {}
 
     @property
@@ -139,7 +153,8 @@ class VolumeDenoiser:
     def header(self) -> dict[str, str]:
         """What made the output, for its file header (NRRD and MHA key-value fields)."""
         return {"LDCTDenoise_model": str(self.model.describe()["name"]),
-                "LDCTDenoise_strength_percent": f"{100 * self.options.strength:g}"}
+                "LDCTDenoise_strength_percent": f"{100 * self.options.strength:g}",
+                "LDCTDenoise_keep_noise_hu": f"{self.keep_noise_hu:g}"}
 
     def labelled(self, source: Volume, denoised: np.ndarray) -> Volume:
         """The result with the source's geometry and a header naming the model and strength that made it."""
@@ -150,7 +165,8 @@ class VolumeDenoiser:
     @property
     def description(self) -> str:
         """The derived DICOM series' description suffix: a reader sees the strength in the series list."""
-        return f"denoised {100 * self.options.strength:g}% (LDCTDenoise)"
+        keep = f", keep {self.keep_noise_hu:g} HU" if self.keep_noise_hu else ""
+        return f"denoised {100 * self.options.strength:g}%{keep} (LDCTDenoise)"
 
     def __call__(
         self,
@@ -167,6 +183,7 @@ class VolumeDenoiser:
         batch = self._initial_batch_size(hu.shape[1:])
         forward = self._forward_for(slices) if self.onnx is None else self.network
         output = np.empty(hu.shape, dtype=np.float32)
+        self._weights: list[float] = []
         started = time.perf_counter()
         done = 0
         while done < slices:
@@ -191,24 +208,34 @@ class VolumeDenoiser:
             "device": str(self.device), "runtime": self.runtime, "precision": self.precision,
             "batch_size": batch, "compiled": self._is_compiled(forward), "slices": slices,
             "seconds": round(elapsed, 3), "slices_per_second": round(slices / elapsed, 3) if elapsed else None,
-            "strength_percent": round(100 * self.options.strength, 1),
+            "strength_percent": round(100 * self.options.strength, 1), "keep_noise_hu": self.keep_noise_hu,
+            "applied_percent": [round(100 * min(self._weights), 1), round(100 * max(self._weights), 1)]
+            if self._weights else [],
         }
         return output
 
     def _denoise_batch(self, forward: Callable, hu_batch: np.ndarray, batch: int) -> np.ndarray:
-        norm = self.model.normalization
-        network_in = norm.to_network(hu_batch)
-        scale = np.float32(norm.scale * self.options.strength)
+        hu_batch = np.asarray(hu_batch, dtype=np.float32)
+        correction = self._correction(forward, hu_batch, batch) * np.float32(self.model.normalization.scale)
+        for index, (slice_hu, slice_correction) in enumerate(zip(hu_batch, correction)):
+            weight = self.options.strength * correction_weight(slice_hu + slice_correction, slice_correction,
+                                                               self.keep_noise_hu)
+            self._weights.append(weight)
+            correction[index] *= np.float32(weight)
+        return hu_batch + correction
+
+    def _correction(self, forward: Callable, hu_batch: np.ndarray, batch: int) -> np.ndarray:
+        """The network's correction in its normalised units, (slices, rows, columns) float32."""
+        network_in = self.model.normalization.to_network(hu_batch)
         if self.onnx is not None:
-            return np.asarray(hu_batch, dtype=np.float32) + self.onnx(network_in[:, None])[:, 0] * scale
+            return self.onnx(network_in[:, None])[:, 0]
         count = network_in.shape[0]
         if self._is_compiled(forward) and count < batch:  # keep one static shape: no recompiling
             network_in = np.concatenate([network_in, np.repeat(network_in[-1:], batch - count, axis=0)])
         x = torch.from_numpy(network_in).unsqueeze(1).to(self.device, memory_format=self.memory_format)
         with torch.inference_mode(), self._autocast():
             y = forward(x)
-        correction = (y.float() - x).squeeze(1)[:count].cpu().numpy() * scale
-        return np.asarray(hu_batch, dtype=np.float32) + correction
+        return (y.float() - x).squeeze(1)[:count].cpu().numpy()
 
     def _onnx_correction(self):
         """The exported graph's runner when the options ask for one (or auto finds it worth it), else None.

@@ -79,12 +79,13 @@ def save_model(
     name: str = DEFAULT_MODEL,
     half: bool = False,
     summary: str = "",
+    inference: dict | None = None,
 ) -> Path:
     """Write ``generator.safetensors`` and ``manifest.json`` into folder; returns the manifest.
 
     The manifest names the network's registered architecture and its config. ``half`` stores fp16
     tensors (half the size); they are cast back to fp32 on loading. ``summary`` is the one line the
-    model lists show.
+    model lists show; ``inference`` the engine's defaults for this model (``keep_noise_hu``).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,6 +107,7 @@ def save_model(
         "sha256": sha256_of(weights_path),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "provenance": provenance,
+        **({"inference": inference} if inference else {}),
     }
     manifest_path = folder / MANIFEST_NAME
     write_atomically(manifest_path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))

@@ -1,0 +1,88 @@
+"""The noise-adaptive share of the correction: a normal-dose slice keeps its own noise, a noisy one is denoised."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import tiny_generator
+from LDCTDenoiseLib.errors import InputError
+from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
+from LDCTDenoiseLib.noise_level import correction_weight, flat_soft_tissue
+from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.simulation import make_phantom
+from LDCTDenoiseLib.weights import LoadedModel
+
+
+def liver_slice() -> np.ndarray:
+    """Air around a 40 HU disc with a bright 'bone' bar: flat soft tissue plus edges."""
+    yy, xx = np.mgrid[:128, :128]
+    image = np.full((128, 128), -1000.0, dtype=np.float32)
+    image[(yy - 64) ** 2 + (xx - 64) ** 2 < 55**2] = 40.0
+    image[60:68, 30:98] = 700.0
+    return image
+
+
+def test_flat_soft_tissue_is_inside_the_body_and_away_from_edges():
+    image = liver_slice()
+    flat = flat_soft_tissue(image)
+    assert flat[40, 64] and flat[90, 64]
+    assert not flat[64, 64]  # the bone bar
+    assert not flat[56:72, 64].any()  # within a few pixels of the bar's edges
+    assert not flat[64, 8]  # air outside the body
+
+
+def test_a_slice_of_air_has_no_flat_tissue():
+    assert not flat_soft_tissue(np.full((64, 64), -1000.0, dtype=np.float32)).any()
+
+
+@pytest.mark.parametrize("removed_hu, keep_hu", [(30.0, 15.0), (60.0, 12.0), (20.0, 10.0)])
+def test_the_weight_is_the_wiener_share_of_the_removed_noise_above_what_is_kept(removed_hu, keep_hu):
+    image = liver_slice()
+    correction = np.random.default_rng(0).normal(0.0, removed_hu, image.shape).astype(np.float32)
+    weight = correction_weight(image, correction, keep_hu)
+    assert weight == pytest.approx(1.0 - keep_hu**2 / removed_hu**2, abs=0.02)
+
+
+def test_a_correction_no_larger_than_the_kept_noise_is_not_applied():
+    image = liver_slice()
+    correction = np.random.default_rng(0).normal(0.0, 10.0, image.shape).astype(np.float32)
+    assert correction_weight(image, correction, keep_noise_hu=12.0) == 0.0
+
+
+def test_without_a_kept_noise_or_without_flat_tissue_the_whole_correction_applies():
+    correction = np.random.default_rng(0).normal(0.0, 5.0, (64, 64)).astype(np.float32)
+    assert correction_weight(liver_slice(), np.ones((128, 128), np.float32), keep_noise_hu=0.0) == 1.0
+    assert correction_weight(np.full((64, 64), -1000.0, np.float32), correction, keep_noise_hu=12.0) == 1.0
+
+
+def model_keeping(keep_hu: float | None) -> LoadedModel:
+    manifest = {} if keep_hu is None else {"inference": {"keep_noise_hu": keep_hu}}
+    return LoadedModel(tiny_generator(), Normalization(), manifest=manifest, name="tiny")
+
+
+def test_the_engine_scales_each_slices_correction_by_its_weight_from_the_models_manifest():
+    hu = make_phantom((3, 96, 96)).array
+    full = VolumeDenoiser(model_keeping(None), EngineOptions(compile="off"))(hu)
+    denoiser = VolumeDenoiser(model_keeping(8.0), EngineOptions(compile="off"))
+    out = denoiser(hu)
+    for k in range(hu.shape[0]):
+        weight = correction_weight(full[k], full[k] - hu[k], 8.0)
+        np.testing.assert_allclose(out[k] - hu[k], weight * (full[k] - hu[k]), atol=1e-2)
+    low, high = denoiser.last_run["applied_percent"]
+    assert 0.0 <= low <= high <= 100.0 and denoiser.last_run["keep_noise_hu"] == 8.0
+    assert denoiser.header["LDCTDenoise_keep_noise_hu"] == "8"
+    assert denoiser.description == "denoised 100%, keep 8 HU (LDCTDenoise)"
+
+
+def test_the_option_overrides_the_models_value_and_zero_applies_the_whole_correction():
+    hu = make_phantom((2, 96, 96)).array
+    full = VolumeDenoiser(model_keeping(None), EngineOptions(compile="off"))(hu)
+    out = VolumeDenoiser(model_keeping(500.0), EngineOptions(compile="off", keep_noise_hu=0.0))(hu)
+    np.testing.assert_allclose(out, full, atol=1e-3)
+
+
+@pytest.mark.parametrize("keep_hu", [-1.0, 101.0])
+def test_a_kept_noise_outside_0_to_100_hu_is_refused(keep_hu):
+    with pytest.raises(InputError, match="keep-noise must be between 0 and 100 HU"):
+        EngineOptions(keep_noise_hu=keep_hu)
