@@ -26,7 +26,7 @@ from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.io import read_volume
 from LDCTDenoiseLib.metrics import FULL_RANGE, SOFT_TISSUE, slice_metrics
-from LDCTDenoiseLib.noise_level import FLAT_WINDOW_PX, flat_soft_tissue
+from LDCTDenoiseLib.noise_level import FLAT_WINDOW_PX, RULE_VERSION, flat_soft_tissue
 from LDCTDenoiseLib.simulation.scanner import ScannerNoise, scanner_noise_hu
 from LDCTDenoiseLib.weights import cache_dir, load_model
 from training.baselines import best_gaussian_sigma, bm3d_available, bm3d_slices, estimate_noise_hu, gaussian_slices
@@ -161,7 +161,7 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
                 outputs["BM3D"] = cache.get({**key, "method": "bm3d"}, partial(_bm3d, ldct))
             for name, denoiser in denoisers.items():
                 outputs[name] = cache.get({**key, "model": models[name].manifest.get("sha256", name),
-                                           "keep_noise_hu": denoiser.keep_noise_hu},
+                                           "keep_noise_hu": denoiser.keep_noise_hu, "keep_rule": RULE_VERSION},
                                           partial(_denoised, denoiser, ldct))
             rows += [{"slice": pair.spec.name, **cell, "method": method, **measure(image, pair)}
                      for method, image in outputs.items()]

@@ -18,10 +18,11 @@ from scipy import ndimage
 from .errors import InputError
 from .roi import body_mask
 
+RULE_VERSION = 2  # raise when the weight's rule changes its output: caches of denoised images key on it
 SOFT_HU = (-150.0, 150.0)  # flat soft tissue: the image smoothed lies in here ...
 FLAT_GRADIENT_HU_PER_PX = 4.0  # ... and barely changes
 FLAT_WINDOW_PX = 9  # flat pixels keep half this window away from any edge
-MIN_FLAT_PIXELS = 500  # fewer than this and the slice's noise is not measured
+MIN_FLAT_PIXELS = 100  # fewer than this and the slice's noise is not measured (a 10 x 10 patch)
 
 
 def flat_soft_tissue(image: np.ndarray) -> np.ndarray:
