@@ -75,6 +75,7 @@ class LDCTDenoiseParameterNode:
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
     batchSize: Annotated[int, WithinRange(0, 512)] = 0  # 0: automatic
     strength: Annotated[float, WithinRange(0.0, 100.0)] = 100.0  # percent of the network's correction
+    adaptToDose: bool = True  # keep the model's normal-dose noise (keep-noise); off: the whole correction
     outputFloat32: bool = False
     ndctVolume: vtkMRMLScalarVolumeNode
     regionKind: Annotated[str, Choice([ROI, SEGMENT])] = ROI
@@ -255,7 +256,7 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             self._job = self.logic.denoise(p.inputVolume, p.outputVolume, weights=self._weights(), device=p.device,
                                            batchSize=p.batchSize or None, waitForCompletion=False,
-                                           strength=p.strength / 100.0,
+                                           strength=p.strength / 100.0, keepNoiseHu=None if p.adaptToDose else 0.0,
                                            outputType="float32" if p.outputFloat32 else "input")
             saveSettings(p)
             self.ui.logTextEdit.clear()
@@ -451,11 +452,12 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic):
         return True
 
     def denoise(self, inputNode, outputNode=None, weights=None, device="auto", batchSize=None,
-                waitForCompletion=True, progressCallback=None, strength=1.0, outputType="input"):
+                waitForCompletion=True, progressCallback=None, strength=1.0, outputType="input", keepNoiseHu=None):
         """Denoise ``inputNode`` in a child PythonSlicer process. Waiting (the default, for scripts) returns
         the output node; otherwise the running job, which the caller polls (``poll``, ``fraction``,
         ``status``, ``log``, ``cancel``). A new output node is created unless one is given; never the input.
-        ``strength`` (0 to 1) scales the network's correction; ``outputType`` is "input" (the input's voxel
+        ``strength`` (0 to 1) scales the network's correction; ``keepNoiseHu`` is the noise a normal-dose slice
+        keeps (None: the model's own setting, 0: the whole correction); ``outputType`` is "input" (the input's voxel
         type, int16 for CT) or "float32"."""
         from LDCTDenoiseLib.module_logic import child_python, denoise
 
@@ -467,7 +469,7 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic):
         return denoise(slicer.mrmlScene, inputNode, outputNode, weights=weights, device=device,
                        batch_size=batchSize, python=child_python(inside_slicer=True),
                        wait_for_completion=waitForCompletion, progress=progress, strength=strength,
-                       output_type=outputType)
+                       output_type=outputType, keep_noise_hu=keepNoiseHu)
 
     def compare(self, ndctNode, volumeNodes, roiNode=None, segmentationNode=None, segmentId=None,
                 register=False, tableNode=None, chartNode=None, waitForCompletion=True):
@@ -593,6 +595,7 @@ class LDCTDenoiseTest(ScriptedLoadableModuleTest):
         self.assertEqual(unchanged.GetAttribute("LDCTDenoise.strength_percent"), "0")
         full = logic.denoise(int16, weights=weights, device="cpu")
         self.assertFalse(np.array_equal(slicer.util.arrayFromVolume(full), slicer.util.arrayFromVolume(int16)))
+        self.assertEqual(full.GetAttribute("LDCTDenoise.keep_noise_hu"), "0")  # the tiny model sets none
         self.delayDisplay("Test passed")
 
 

@@ -102,6 +102,26 @@ def test_strength_scales_the_correction_and_names_and_marks_the_output(scene, ti
         denoise(scene, ldct, weights=str(tiny_model_dir), strength=2.0)
 
 
+def test_the_models_keep_noise_applies_in_the_child_and_zero_gives_the_whole_correction(scene, tmp_path):
+    from conftest import tiny_generator
+    from LDCTDenoiseLib.normalization import Normalization
+    from LDCTDenoiseLib.weights import save_model
+
+    kept_model = save_model(tiny_generator(), tmp_path / "kept", Normalization(), provenance={}, name="kept",
+                            inference={"keep_noise_hu": 8.0}).parent
+    volume = make_phantom((2, 96, 96))
+    ldct = add_volume_node(scene, volume, "LDCT")
+    whole = VolumeDenoiser(load_model(kept_model), EngineOptions(device="cpu", keep_noise_hu=0.0))(volume.array)
+    job = denoise(scene, ldct, weights=str(kept_model), device="cpu", output_type="float32", wait_for_completion=False)
+    adapted = job.wait()
+    assert adapted.GetAttribute("LDCTDenoise.keep_noise_hu") == "8"
+    assert "keep 8 HU: " in job.status and any("keep 8 HU of noise" in line for line in job.log)
+    assert not np.allclose(volume_from_node(adapted).array, whole, atol=1e-2)
+    entire = denoise(scene, ldct, weights=str(kept_model), device="cpu", output_type="float32", keep_noise_hu=0.0)
+    assert entire.GetAttribute("LDCTDenoise.keep_noise_hu") == "0"
+    np.testing.assert_allclose(volume_from_node(entire).array, whole, atol=1e-2)
+
+
 def test_a_cancelled_background_run_leaves_the_scene_unchanged(scene, tiny_model_dir):
     ldct = add_volume_node(scene, small_volume(), "LDCT")
     before = scene.GetNumberOfNodes()

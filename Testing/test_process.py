@@ -89,5 +89,5 @@ def test_cancel_stops_the_whole_process_tree_of_a_launcher_that_starts_python_as
 def test_the_childs_own_lines_are_kept_for_the_log_pane(tiny_model_dir):
     run = BackgroundDenoise(small_volume(), weights=str(tiny_model_dir), device="cpu", strength=0.3)
     run.wait()
-    assert run.log[0] == "Model tiny on cpu (float32), strength 30 %, 6 slices of 48 x 40"
+    assert run.log[0] == "Model tiny on cpu (float32), strength 30 %, keep 0 HU of noise, 6 slices of 48 x 40"
     assert not any(line.startswith(("PROGRESS", "DONE")) for line in run.log)

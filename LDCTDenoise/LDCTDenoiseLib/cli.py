@@ -18,6 +18,7 @@ from .inference import COMPILE_MODES, PRECISIONS, RUNTIMES, EngineOptions, Volum
 from .io import Volume, check_output_format, read_volume, write_volume
 from .launcher import signals_answered
 from .metrics import DEFAULT_WINDOWS, Window
+from .noise_level import applied_summary
 from .simulation import FILTERS, ProjectionNoise, ScannerNoise, make_phantom, simulate_low_dose
 from .weights import find_model, install_model, installed_models, model_search_paths
 
@@ -255,16 +256,8 @@ def _report(summary: dict, as_json: bool) -> None:
         elif key == "run":
             value = (f"{value['slices']} slices on {value['device']} ({value['runtime']}, {value['precision']}), "
                      f"{value['slices_per_second']} slices/s, strength {value['strength_percent']:g} %"
-                     + _applied(value))
+                     + applied_summary(value))
         print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
-
-
-def _applied(run: dict) -> str:
-    """', keep 12 HU: 40-97 % applied' where the correction was scaled by the noise it removes."""
-    if not run.get("keep_noise_hu") or not run.get("applied_percent"):
-        return ""
-    low, high = run["applied_percent"]
-    return f", keep {run['keep_noise_hu']:g} HU: {low:g}-{high:g} % applied"
 
 
 def _model_line(described: dict) -> str:

@@ -34,6 +34,7 @@ from .mrml_bridge import (
     update_node_from_volume,
     volume_from_node,
 )
+from .noise_level import applied_summary
 from .process import CANCELLED, DONE, FAILED, RUNNING, BackgroundDenoise
 from .report import REFERENCE, ComparisonReport, compare, plot_densities, write_csv
 from .roi import Region
@@ -59,7 +60,7 @@ class DenoiseJob:
 
     def __init__(self, scene, input_node, output_node=None, weights: str | None = None, device: str = "auto",
                  batch_size: int | None = None, python: str | None = None, strength: float = 1.0,
-                 output_type: str = "input") -> None:
+                 output_type: str = "input", keep_noise_hu: float | None = None) -> None:
         if output_type not in OUTPUT_TYPES:
             raise InputError(f"output type must be one of {OUTPUT_TYPES}; got {output_type!r}")
         if not 0.0 <= strength <= 1.0:
@@ -76,7 +77,7 @@ class DenoiseJob:
         volume = volume_from_node(input_node)
         self.stored_dtype = volume.metadata["stored_dtype"] if output_type == "input" else "float32"
         self.background = BackgroundDenoise(volume, weights=weights, device=device, batch_size=batch_size,
-                                            python=python, strength=strength)
+                                            python=python, strength=strength, keep_noise_hu=keep_noise_hu)
 
     @property
     def fraction(self) -> float:
@@ -100,7 +101,7 @@ class DenoiseJob:
         if run.state == DONE and run.summary:
             figures = json.loads(run.summary)
             return (f"Done: {figures['slices']} slices on {figures['device']} ({figures['precision']}), "
-                    f"{figures['slices_per_second']} slices/s, model {figures['model']}")
+                    f"{figures['slices_per_second']} slices/s, model {figures['model']}" + applied_summary(figures))
         if run.state == CANCELLED:
             return "Cancelled; nothing was added to the scene"
         return run.error or run.state
@@ -137,13 +138,16 @@ class DenoiseJob:
 
 def denoise(scene, input_node, output_node=None, weights: str | None = None, device: str = "auto",
             batch_size: int | None = None, python: str | None = None, wait_for_completion: bool = True,
-            progress: Callable[[int, int], None] | None = None, strength: float = 1.0, output_type: str = "input"):
+            progress: Callable[[int, int], None] | None = None, strength: float = 1.0, output_type: str = "input",
+            keep_noise_hu: float | None = None):
     """Denoise ``input_node``: the output node when waiting, else the running ``DenoiseJob``.
 
-    ``strength`` (0 to 1) scales the network's correction; ``output_type`` is "input" (the input node's
-    voxel type) or "float32".
+    ``strength`` (0 to 1) scales the network's correction; ``keep_noise_hu`` is the noise a normal-dose
+    slice keeps (None: the model's own, 0: the whole correction); ``output_type`` is "input" (the input
+    node's voxel type) or "float32".
     """
-    job = DenoiseJob(scene, input_node, output_node, weights, device, batch_size, python, strength, output_type)
+    job = DenoiseJob(scene, input_node, output_node, weights, device, batch_size, python, strength, output_type,
+                     keep_noise_hu)
     return job.wait(progress) if wait_for_completion else job
 
 

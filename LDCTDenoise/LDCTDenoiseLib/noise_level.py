@@ -51,6 +51,14 @@ def correction_weight(denoised: np.ndarray, correction: np.ndarray, keep_noise_h
     return 1.0 - keep_noise_hu**2 / removed_variance
 
 
+def applied_summary(run: dict) -> str:
+    """', keep 11 HU: 40-97 % applied' for a run's record (``VolumeDenoiser.last_run``); '' without keep-noise."""
+    if not run.get("keep_noise_hu") or not run.get("applied_percent"):
+        return ""
+    low, high = run["applied_percent"]
+    return f", keep {run['keep_noise_hu']:g} HU: {low:g}-{high:g} % applied"
+
+
 def _body(image: np.ndarray) -> np.ndarray:
     """The patient (roi.body_mask), or nothing on a slice of air."""
     try:

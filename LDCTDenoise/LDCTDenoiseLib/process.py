@@ -38,7 +38,8 @@ class BackgroundDenoise:
     """One denoising run in a child Python (``python`` may be Slicer's PythonSlicer)."""
 
     def __init__(self, volume: Volume, weights: str | None = None, device: str = "auto",
-                 batch_size: int | None = None, python: str | None = None, strength: float = 1.0) -> None:
+                 batch_size: int | None = None, python: str | None = None, strength: float = 1.0,
+                 keep_noise_hu: float | None = None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="ldctdenoise-"))
         self.input, self.output = self.folder / "input.nrrd", self.folder / "output.nrrd"
         self.done, self.total = 0, volume.array.shape[0]
@@ -51,6 +52,8 @@ class BackgroundDenoise:
             command += ["--weights", str(weights)]
         if batch_size:
             command += ["--batch-size", str(batch_size)]
+        if keep_noise_hu is not None:
+            command += ["--keep-noise", f"{keep_noise_hu:g}"]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         env=_child_environment(), **_own_process_group())
         _LIVE_RUNS.add(self)
