@@ -97,8 +97,9 @@ def runner(path: str, weights: str, folder: Path, threads: int):
     if path.startswith(("torch", "engine")):
         runtime = path.split()[1] if path.startswith("engine") else "torch"
         precision = path.split()[2] if path.startswith("engine") else "fp32"
+        # keep-noise off: every row computes the network's whole correction, so the HU columns compare runtimes
         options = EngineOptions(device="cpu", compile="on" if "compiled" in path else "off", precision=precision,
-                                runtime=runtime)
+                                runtime=runtime, keep_noise_hu=0.0)
         denoiser = VolumeDenoiser(load_model(weights), options)
         normalization = denoiser.model.normalization
         return lambda x: normalization.to_network(denoiser(normalization.to_hu(x[0]))).astype(np.float32)[None]
