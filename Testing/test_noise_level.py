@@ -36,15 +36,23 @@ def test_a_slice_of_air_has_no_flat_tissue():
     assert not flat_soft_tissue(np.full((64, 64), -1000.0, dtype=np.float32)).any()
 
 
-@pytest.mark.parametrize("removed_hu, keep_hu", [(30.0, 15.0), (60.0, 12.0), (20.0, 10.0)])
-def test_the_weight_is_the_wiener_share_of_the_removed_noise_above_what_is_kept(removed_hu, keep_hu):
-    image = liver_slice()
-    correction = np.random.default_rng(0).normal(0.0, removed_hu, image.shape).astype(np.float32)
-    weight = correction_weight(image, correction, keep_hu)
-    assert weight == pytest.approx(1.0 - keep_hu**2 / removed_hu**2, abs=0.02)
+@pytest.mark.parametrize("noise_hu, keep_hu", [(30.0, 15.0), (60.0, 12.0), (20.0, 10.0)])
+def test_a_network_that_removes_all_the_noise_gets_the_wiener_share_of_its_correction(noise_hu, keep_hu):
+    correction = np.random.default_rng(0).normal(0.0, noise_hu, (128, 128)).astype(np.float32)
+    weight = correction_weight(liver_slice(), correction, keep_hu)  # the input: the slice minus the correction
+    assert weight == pytest.approx(1.0 - keep_hu**2 / noise_hu**2, abs=0.02)
 
 
-def test_a_correction_no_larger_than_the_kept_noise_is_not_applied():
+def test_a_network_that_removes_only_part_of_the_noise_gets_a_larger_share_of_its_correction():
+    noise = np.random.default_rng(0).normal(0.0, 40.0, (128, 128)).astype(np.float32)
+    denoised = liver_slice() + 0.5 * noise  # the network took away half of each pixel's noise
+    wiener = 1.0 - 30.0**2 / 40.0**2
+    measured = correction_weight(denoised, -0.5 * noise, keep_noise_hu=30.0)  # 9 x 9 windows: sampling spread
+    assert measured == pytest.approx(wiener / 0.5, abs=0.06) and measured > wiener + 0.3
+    assert correction_weight(denoised, -0.5 * noise, keep_noise_hu=12.0) == 1.0  # never more than the whole
+
+
+def test_an_input_no_noisier_than_the_kept_noise_is_left_as_it_is():
     image = liver_slice()
     correction = np.random.default_rng(0).normal(0.0, 10.0, image.shape).astype(np.float32)
     assert correction_weight(image, correction, keep_noise_hu=12.0) == 0.0

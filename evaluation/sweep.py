@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from scipy import ndimage
 
 from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.io import read_volume
 from LDCTDenoiseLib.metrics import FULL_RANGE, SOFT_TISSUE, slice_metrics
-from LDCTDenoiseLib.noise_level import FLAT_WINDOW_PX, RULE_VERSION, flat_soft_tissue
+from LDCTDenoiseLib.noise_level import RULE_VERSION, flat_soft_tissue
+from LDCTDenoiseLib.noise_level import local_noise_hu as flat_noise_hu
 from LDCTDenoiseLib.simulation.scanner import ScannerNoise, scanner_noise_hu
 from LDCTDenoiseLib.weights import cache_dir, load_model
 from training.baselines import best_gaussian_sigma, bm3d_available, bm3d_slices, estimate_noise_hu, gaussian_slices
@@ -98,14 +98,6 @@ class SlicePair:
     @property
     def ndct_flat_noise(self) -> float:
         return flat_noise_hu(self.ndct, self.flat)
-
-
-def flat_noise_hu(image: np.ndarray, flat: np.ndarray) -> float:
-    """Noise std in flat soft tissue: the root mean local variance (9 x 9) over the flat pixels."""
-    hu = image.astype(np.float64)
-    mean = ndimage.uniform_filter(hu, FLAT_WINDOW_PX)
-    variance = np.maximum(ndimage.uniform_filter(hu * hu, FLAT_WINDOW_PX) - mean * mean, 0.0)
-    return float(np.sqrt(variance[flat].mean()))
 
 
 def read_slice(data: Path, spec: SweepSlice) -> SlicePair:

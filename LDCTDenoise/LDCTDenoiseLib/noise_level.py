@@ -1,13 +1,16 @@
-"""How much of the network's correction a slice gets, from the noise the correction removes.
+"""How much of the network's correction a slice gets, from the noise in it and the noise the network removes.
 
 A normal-dose scan keeps noise of its own (8-25 HU in flat soft tissue). A network trained to reach
 the NDCT removes that too, and blurs thin bright structures (couch, cortical bone) a little, so on a
 light-dose scan it scores below its input against any real normal-dose reference (issue 11's sweep:
--4 dB soft tissue at 10 HU added). The correction in flat soft tissue measures the noise the network
-removes, ``sigma``; applying the fraction ``1 - keep^2 / sigma^2`` of it (a Wiener weight that treats
-``keep`` HU as noise a normal-dose scan has anyway) leaves a normal-dose scan almost untouched and a
-noisy one almost fully denoised. Where a slice has no flat soft tissue to measure, it gets the whole
-correction.
+-4 dB soft tissue at 10 HU added). In flat soft tissue, ``sigma_in`` is the input's local noise
+(9 x 9 windows) and ``sigma_removed`` what the correction takes away. If ``keep`` HU of the input's
+noise belong to a normal-dose scan, the weight that minimises the error against it is
+``(1 - keep^2 / sigma_in^2) * sigma_in / sigma_removed``: the Wiener share of the added noise,
+divided by the fraction of the noise the network removes (on noise unlike its training data a
+network removes only part of it, and its correction then needs all the weight it can get). A
+normal-dose slice is left almost untouched, a noisy one gets the whole correction. A slice with no
+flat soft tissue to measure gets the whole correction.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from scipy import ndimage
 from .errors import InputError
 from .roi import body_mask
 
-RULE_VERSION = 2  # raise when the weight's rule changes its output: caches of denoised images key on it
+RULE_VERSION = 3  # raise when the weight's rule changes its output: caches of denoised images key on it
 SOFT_HU = (-150.0, 150.0)  # flat soft tissue: the image smoothed lies in here ...
 FLAT_GRADIENT_HU_PER_PX = 4.0  # ... and barely changes
 FLAT_WINDOW_PX = 9  # flat pixels keep half this window away from any edge
@@ -35,7 +38,7 @@ def flat_soft_tissue(image: np.ndarray) -> np.ndarray:
 
 
 def correction_weight(denoised: np.ndarray, correction: np.ndarray, keep_noise_hu: float) -> float:
-    """The fraction (0 to 1) of one slice's ``correction`` to apply so that about ``keep_noise_hu`` stays.
+    """The fraction (0 to 1) of one slice's ``correction`` that leaves about ``keep_noise_hu`` of noise.
 
     ``denoised`` is the input plus the whole correction: flat tissue is found on it, where the noise
     no longer hides the edges.
@@ -43,16 +46,26 @@ def correction_weight(denoised: np.ndarray, correction: np.ndarray, keep_noise_h
     if keep_noise_hu <= 0:
         return 1.0
     flat = flat_soft_tissue(denoised)
-    if flat.sum() < MIN_FLAT_PIXELS:
+    removed_variance = float(np.mean(np.square(correction[flat], dtype=np.float64))) if flat.any() else 0.0
+    if flat.sum() < MIN_FLAT_PIXELS or removed_variance == 0.0:
         return 1.0
-    removed_variance = float(np.mean(np.square(correction[flat], dtype=np.float64)))
-    if removed_variance <= keep_noise_hu**2:
+    input_variance = local_noise_hu(denoised - correction, flat) ** 2
+    if input_variance <= keep_noise_hu**2:
         return 0.0
-    return 1.0 - keep_noise_hu**2 / removed_variance
+    wiener = 1.0 - keep_noise_hu**2 / input_variance
+    return min(1.0, wiener * np.sqrt(input_variance / removed_variance))
+
+
+def local_noise_hu(image: np.ndarray, flat: np.ndarray) -> float:
+    """Noise std in flat soft tissue: the root mean local variance (9 x 9) over the flat pixels."""
+    hu = image.astype(np.float64)
+    mean = ndimage.uniform_filter(hu, FLAT_WINDOW_PX)
+    variance = np.maximum(ndimage.uniform_filter(hu * hu, FLAT_WINDOW_PX) - mean * mean, 0.0)
+    return float(np.sqrt(variance[flat].mean()))
 
 
 def applied_summary(run: dict) -> str:
-    """', keep 11 HU: 40-97 % applied' for a run's record (``VolumeDenoiser.last_run``); '' without keep-noise."""
+    """', keep 20 HU: 40-100 % applied' for a run's record (``VolumeDenoiser.last_run``); '' without keep-noise."""
     if not run.get("keep_noise_hu") or not run.get("applied_percent"):
         return ""
     low, high = run["applied_percent"]
