@@ -58,6 +58,13 @@ def correction_weight(denoised: np.ndarray, correction: np.ndarray, keep_noise_h
 
 def local_noise_hu(image: np.ndarray, flat: np.ndarray) -> float:
     """Noise std in flat soft tissue: the root mean local variance (9 x 9) over the flat pixels."""
+    if not flat.any():
+        return float("nan")
+    rows, columns = np.nonzero(flat)
+    margin = FLAT_WINDOW_PX // 2  # only the flat pixels' windows are needed: filter their bounding box
+    box = (slice(max(rows.min() - margin, 0), rows.max() + margin + 1),
+           slice(max(columns.min() - margin, 0), columns.max() + margin + 1))
+    image, flat = image[box], flat[box]
     hu = image.astype(np.float64)
     mean = ndimage.uniform_filter(hu, FLAT_WINDOW_PX)
     variance = np.maximum(ndimage.uniform_filter(hu * hu, FLAT_WINDOW_PX) - mean * mean, 0.0)
