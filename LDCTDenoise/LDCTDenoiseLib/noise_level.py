@@ -53,7 +53,7 @@ def correction_weight(denoised: np.ndarray, correction: np.ndarray, keep_noise_h
     if input_variance <= keep_noise_hu**2:
         return 0.0
     wiener = 1.0 - keep_noise_hu**2 / input_variance
-    return min(1.0, wiener * np.sqrt(input_variance / removed_variance))
+    return float(min(1.0, wiener * np.sqrt(input_variance / removed_variance)))
 
 
 def local_noise_hu(image: np.ndarray, flat: np.ndarray) -> float:
