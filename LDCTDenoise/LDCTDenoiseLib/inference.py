@@ -137,6 +137,7 @@ class VolumeDenoiser:
         self.keep_noise_hu = model_keep_noise_hu(model) if self.options.keep_noise_hu is None \
             else self.options.keep_noise_hu
         self.last_run: dict = {}
+        self._weights: list[float] = []  # the share of the correction each slice of the current run got
 
     @property
     def runtime(self) -> str:
@@ -183,7 +184,7 @@ class VolumeDenoiser:
         batch = self._initial_batch_size(hu.shape[1:])
         forward = self._forward_for(slices) if self.onnx is None else self.network
         output = np.empty(hu.shape, dtype=np.float32)
-        self._weights: list[float] = []
+        self._weights = []
         started = time.perf_counter()
         done = 0
         while done < slices:

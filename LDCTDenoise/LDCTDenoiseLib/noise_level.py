@@ -5,7 +5,8 @@ the NDCT removes that too, and blurs thin bright structures (couch, cortical bon
 light-dose scan it scores below its input against any real normal-dose reference (issue 11's sweep:
 -4 dB soft tissue at 10 HU added). In flat soft tissue, ``sigma_in`` is the input's local noise
 (9 x 9 windows) and ``sigma_removed`` what the correction takes away. If ``keep`` HU of the input's
-noise belong to a normal-dose scan, the weight that minimises the error against it is
+noise belong to a normal-dose scan and the network removes the same share of all of the noise,
+the weight that minimises the error against that scan is
 ``(1 - keep^2 / sigma_in^2) * sigma_in / sigma_removed``: the Wiener share of the added noise,
 divided by the fraction of the noise the network removes (on noise unlike its training data a
 network removes only part of it, and its correction then needs all the weight it can get). A
