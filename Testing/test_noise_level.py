@@ -39,23 +39,23 @@ def test_a_slice_of_air_has_no_flat_tissue():
 @pytest.mark.parametrize("noise_hu, keep_hu", [(30.0, 15.0), (60.0, 12.0), (20.0, 10.0)])
 def test_a_network_that_removes_all_the_noise_gets_the_wiener_share_of_its_correction(noise_hu, keep_hu):
     correction = np.random.default_rng(0).normal(0.0, noise_hu, (128, 128)).astype(np.float32)
-    weight = correction_weight(liver_slice(), correction, keep_hu)  # the input: the slice minus the correction
+    weight = correction_weight(liver_slice() - correction, correction, keep_hu)  # denoised: the liver slice
     assert weight == pytest.approx(1.0 - keep_hu**2 / noise_hu**2, abs=0.02)
 
 
 def test_a_network_that_removes_only_part_of_the_noise_gets_a_larger_share_of_its_correction():
     noise = np.random.default_rng(0).normal(0.0, 40.0, (128, 128)).astype(np.float32)
-    denoised = liver_slice() + 0.5 * noise  # the network took away half of each pixel's noise
+    noisy = liver_slice() + noise  # the input; the network takes away half of each pixel's noise
     wiener = 1.0 - 30.0**2 / 40.0**2
-    measured = correction_weight(denoised, -0.5 * noise, keep_noise_hu=30.0)  # 9 x 9 windows: sampling spread
+    measured = correction_weight(noisy, -0.5 * noise, keep_noise_hu=30.0)  # 9 x 9 windows: sampling spread
     assert measured == pytest.approx(wiener / 0.5, abs=0.06) and measured > wiener + 0.3
-    assert correction_weight(denoised, -0.5 * noise, keep_noise_hu=12.0) == 1.0  # never more than the whole
+    assert correction_weight(noisy, -0.5 * noise, keep_noise_hu=12.0) == 1.0  # never more than the whole
 
 
 def test_an_input_no_noisier_than_the_kept_noise_is_left_as_it_is():
     image = liver_slice()
     correction = np.random.default_rng(0).normal(0.0, 10.0, image.shape).astype(np.float32)
-    assert correction_weight(image, correction, keep_noise_hu=12.0) == 0.0
+    assert correction_weight(image - correction, correction, keep_noise_hu=12.0) == 0.0
 
 
 def test_without_a_kept_noise_or_without_flat_tissue_the_whole_correction_applies():
@@ -75,7 +75,7 @@ def test_the_engine_scales_each_slices_correction_by_its_weight_from_the_models_
     denoiser = VolumeDenoiser(model_keeping(8.0), EngineOptions(compile="off"))
     out = denoiser(hu)
     for k in range(hu.shape[0]):
-        weight = correction_weight(full[k], full[k] - hu[k], 8.0)
+        weight = correction_weight(hu[k], full[k] - hu[k], 8.0)
         np.testing.assert_allclose(out[k] - hu[k], weight * (full[k] - hu[k]), atol=1e-2)
     low, high = denoiser.last_run["applied_percent"]
     assert 0.0 <= low <= high <= 100.0 and denoiser.last_run["keep_noise_hu"] == 8.0

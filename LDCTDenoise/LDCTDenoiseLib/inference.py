@@ -219,8 +219,7 @@ class VolumeDenoiser:
         hu_batch = np.asarray(hu_batch, dtype=np.float32)
         correction = self._correction(forward, hu_batch, batch) * np.float32(self.model.normalization.scale)
         for index, (slice_hu, slice_correction) in enumerate(zip(hu_batch, correction)):
-            weight = self.options.strength * correction_weight(slice_hu + slice_correction, slice_correction,
-                                                               self.keep_noise_hu)
+            weight = self.options.strength * correction_weight(slice_hu, slice_correction, self.keep_noise_hu)
             self._weights.append(weight)
             correction[index] *= np.float32(weight)
         return hu_batch + correction

@@ -38,19 +38,21 @@ def flat_soft_tissue(image: np.ndarray) -> np.ndarray:
     return ndimage.binary_erosion(flat, iterations=FLAT_WINDOW_PX // 2)
 
 
-def correction_weight(denoised: np.ndarray, correction: np.ndarray, keep_noise_hu: float) -> float:
+def correction_weight(hu: np.ndarray, correction: np.ndarray, keep_noise_hu: float) -> float:
     """The fraction (0 to 1) of one slice's ``correction`` that leaves about ``keep_noise_hu`` of noise.
 
-    ``denoised`` is the input plus the whole correction: flat tissue is found on it, where the noise
-    no longer hides the edges.
+    Flat tissue is found on the slice ``hu`` plus the whole correction, where the noise no longer
+    hides the edges.
     """
     if keep_noise_hu <= 0:
         return 1.0
-    flat = flat_soft_tissue(denoised)
-    removed_variance = float(np.mean(np.square(correction[flat], dtype=np.float64))) if flat.any() else 0.0
-    if flat.sum() < MIN_FLAT_PIXELS or removed_variance == 0.0:
+    flat = flat_soft_tissue(hu + correction)
+    if flat.sum() < MIN_FLAT_PIXELS:
         return 1.0
-    input_variance = local_noise_hu(denoised - correction, flat) ** 2
+    removed_variance = float(np.mean(np.square(correction[flat], dtype=np.float64)))
+    if removed_variance == 0.0:
+        return 1.0
+    input_variance = local_noise_hu(hu, flat) ** 2
     if input_variance <= keep_noise_hu**2:
         return 0.0
     wiener = 1.0 - keep_noise_hu**2 / input_variance
