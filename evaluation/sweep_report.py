@@ -19,6 +19,7 @@ from .report import _commit, _finite, _machine
 BASELINES = ("LDCT", "Gaussian", "BM3D")
 METRICS = ("psnr_soft", "psnr_full", "ssim_soft", "ssim_full")
 BIAS_LIMIT_HU = 3.0
+GAIN_PANELS_PER_ROW = 4  # methods a row in the gain figure
 
 
 def write_sweep_report(result: dict, out: Path, seconds: float, quick: bool = False) -> Path:
@@ -159,18 +160,22 @@ def markdown(result: dict, figures: list[Path], seconds: float, quick: bool) -> 
 
 
 def gain_figure(result: dict, path: Path) -> Path:
-    """Mean soft-tissue and full-range PSNR gain over the input across the grid, one panel per method."""
+    """Mean soft-tissue and full-range PSNR gain over the input across the grid: a pair of panels per
+    method, ``GAIN_PANELS_PER_ROW`` methods a row (one row of a dozen methods is unreadable)."""
     plt = _pyplot()
     means = cell_means(result)
     methods = methods_of(result)[1:]
     noise_levels = sorted({k[3] for k in means})
     columns = sorted({(k[1], k[2]) for k in means})
-    figure, axes = plt.subplots(2, len(methods), figsize=(2.6 * len(methods) + 1, 5.5), dpi=110, squeeze=False)
-    for row, metric in enumerate(("psnr_soft", "psnr_full")):
-        for column, method in enumerate(methods):
+    per_row = min(GAIN_PANELS_PER_ROW, len(methods))
+    rows = -(-len(methods) // per_row)
+    figure, axes = plt.subplots(rows, 2 * per_row, figsize=(2.4 * 2 * per_row + 1.5, 3.0 * rows), dpi=110,
+                                squeeze=False, layout="constrained")
+    for index, method in enumerate(methods):
+        for half, metric in enumerate(("psnr_soft", "psnr_full")):
             grid = np.array([[gain_over_input(means, method, (f, s, n), metric) for f, s in columns]
                              for n in noise_levels])
-            axis = axes[row, column]
+            axis = axes[index // per_row, 2 * (index % per_row) + half]
             image = axis.imshow(grid, cmap="RdBu", vmin=-12, vmax=12, aspect="auto")
             for (i, j), value in np.ndenumerate(grid):
                 if np.isfinite(value):
@@ -178,8 +183,10 @@ def gain_figure(result: dict, path: Path) -> Path:
             axis.set_xticks(range(len(columns)), [f"{f}\n{s}" for f, s in columns], fontsize=6)
             axis.set_yticks(range(len(noise_levels)), [f"{n:g}" for n in noise_levels], fontsize=6)
             axis.set_title(f"{method}\n{'soft tissue' if metric == 'psnr_soft' else 'full range'}", fontsize=7)
-            if column == 0:
+            if index % per_row == 0 and half == 0:
                 axis.set_ylabel("added noise (HU)", fontsize=7)
+    for axis in axes.flat[2 * len(methods):]:
+        axis.set_visible(False)
     figure.colorbar(image, ax=axes, shrink=0.6, label="PSNR gain over LDCT (dB)")
     figure.savefig(path)
     plt.close(figure)
