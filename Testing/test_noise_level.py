@@ -1,4 +1,5 @@
-"""The noise-adaptive share of the correction: a normal-dose slice keeps its own noise, a noisy one is denoised."""
+"""The noise-adaptive share of the correction: a normal-dose slice keeps its own noise, a noisy one is denoised,
+and soft tissue keeps its mean HU."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from conftest import tiny_generator
 from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
-from LDCTDenoiseLib.noise_level import correction_weight, flat_soft_tissue
+from LDCTDenoiseLib.noise_level import adapted_correction, correction_weight, flat_soft_tissue, without_tissue_mean
 from LDCTDenoiseLib.normalization import Normalization
 from LDCTDenoiseLib.simulation import make_phantom
 from LDCTDenoiseLib.weights import LoadedModel
@@ -64,6 +65,34 @@ def test_without_a_kept_noise_or_without_flat_tissue_the_whole_correction_applie
     assert correction_weight(np.full((64, 64), -1000.0, np.float32), correction, keep_noise_hu=12.0) == 1.0
 
 
+def test_a_correction_that_shifts_soft_tissue_loses_the_shift_but_keeps_its_noise_removal():
+    image = liver_slice()
+    noise = np.random.default_rng(0).normal(0.0, 30.0, image.shape).astype(np.float32)
+    yy, xx = np.mgrid[:128, :128]
+    drift = (10.0 + 0.1 * (xx - 64)).astype(np.float32)  # a network biasing the disc by 4 .. 16 HU
+    correction = -noise + drift
+    kept = without_tissue_mean(image + noise, correction)
+    flat = flat_soft_tissue(image)
+    assert abs(kept[flat].mean()) < 1.0 and abs(correction[flat].mean()) > 9.0
+    assert np.corrcoef(kept[flat], -noise[flat])[0, 1] > 0.95  # the noise removal stays
+    region = flat & (xx > 90)
+    assert abs((image + noise + kept - image)[region].mean()) < 2.0  # the bias is gone locally, not just on average
+
+
+def test_the_correction_of_bone_air_and_the_couch_is_left_whole():
+    image = liver_slice()
+    correction = np.full(image.shape, 25.0, dtype=np.float32)  # e.g. a bone bar sharpened, air made flat
+    kept = without_tissue_mean(image, correction)
+    assert (kept[image == 700.0] == 25.0).all() and (kept[:, :4] == 25.0).all()
+    np.testing.assert_allclose(kept[flat_soft_tissue(image)], 0.0, atol=1e-3)
+
+
+def test_without_a_kept_noise_the_correction_is_the_networks_own():
+    correction = np.random.default_rng(0).normal(0.0, 30.0, (128, 128)).astype(np.float32) + 10.0
+    unchanged, weight = adapted_correction(liver_slice() - correction, correction, keep_noise_hu=0.0)
+    assert unchanged is correction and weight == 1.0
+
+
 def model_keeping(keep_hu: float | None) -> LoadedModel:
     manifest = {} if keep_hu is None else {"inference": {"keep_noise_hu": keep_hu}}
     return LoadedModel(tiny_generator(), Normalization(), manifest=manifest, name="tiny")
@@ -75,8 +104,8 @@ def test_the_engine_scales_each_slices_correction_by_its_weight_from_the_models_
     denoiser = VolumeDenoiser(model_keeping(8.0), EngineOptions(compile="off"))
     out = denoiser(hu)
     for k in range(hu.shape[0]):
-        weight = correction_weight(hu[k], full[k] - hu[k], 8.0)
-        np.testing.assert_allclose(out[k] - hu[k], weight * (full[k] - hu[k]), atol=1e-2)
+        correction, weight = adapted_correction(hu[k], full[k] - hu[k], 8.0)
+        np.testing.assert_allclose(out[k] - hu[k], weight * correction, atol=1e-2)
     low, high = denoiser.last_run["applied_percent"]
     assert 0.0 <= low <= high <= 100.0 and denoiser.last_run["keep_noise_hu"] == 8.0
     assert denoiser.header["LDCTDenoise_keep_noise_hu"] == "8"

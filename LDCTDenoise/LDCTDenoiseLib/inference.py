@@ -7,7 +7,8 @@ the unclipped input, so HU outside the normalisation's clip range (metal, paddin
 and high for the same reason: readers reject an over-smoothed look): 0 returns the input, 1 the
 model's output. ``keep_noise_hu`` (by default the model manifest's ``inference.keep_noise_hu``)
 scales it per slice by the noise it removes (``noise_level``), so that a scan already at normal
-dose keeps its own noise and texture instead of being smoothed past its true image.
+dose keeps its own noise and texture instead of being smoothed past its true image, and keeps soft
+tissue's local mean HU, which noise removal has no reason to move.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from .errors import Cancelled, InputError
 from .io import Volume
 from .networks import architecture_of
-from .noise_level import correction_weight
+from .noise_level import adapted_correction
 from .weights import LoadedModel, cache_dir
 
 # mixed: the generator's full-resolution levels in fp32, the inner ones in bf16 (OpenVINO on a CPU with native bf16)
@@ -219,9 +220,10 @@ class VolumeDenoiser:
         hu_batch = np.asarray(hu_batch, dtype=np.float32)
         correction = self._correction(forward, hu_batch, batch) * np.float32(self.model.normalization.scale)
         for index, (slice_hu, slice_correction) in enumerate(zip(hu_batch, correction)):
-            weight = self.options.strength * correction_weight(slice_hu, slice_correction, self.keep_noise_hu)
+            slice_correction, weight = adapted_correction(slice_hu, slice_correction, self.keep_noise_hu)
+            weight *= self.options.strength
             self._weights.append(weight)
-            correction[index] *= np.float32(weight)
+            correction[index] = slice_correction * np.float32(weight)
         return hu_batch + correction
 
     def _correction(self, forward: Callable, hu_batch: np.ndarray, batch: int) -> np.ndarray:

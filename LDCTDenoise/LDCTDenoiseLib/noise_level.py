@@ -22,11 +22,34 @@ from scipy import ndimage
 from .errors import InputError
 from .roi import body_mask
 
-RULE_VERSION = 3  # raise when the weight's rule changes its output: caches of denoised images key on it
+RULE_VERSION = 4  # raise when the weight's rule changes its output: caches of denoised images key on it
 SOFT_HU = (-150.0, 150.0)  # flat soft tissue: the image smoothed lies in here ...
 FLAT_GRADIENT_HU_PER_PX = 4.0  # ... and barely changes
 FLAT_WINDOW_PX = 9  # flat pixels keep half this window away from any edge
 MIN_FLAT_PIXELS = 100  # fewer than this and the slice's noise is not measured (a 10 x 10 patch)
+TISSUE_HU = (-300.0, 300.0)  # soft tissue, fat and enhanced organs, whose local mean the correction keeps
+TISSUE_MEAN_SIGMA_PX = 8.0  # validation cells: 4, 8 and 16 px fix the bias alike; 8 px gains the most PSNR
+
+
+def adapted_correction(hu: np.ndarray, correction: np.ndarray, keep_noise_hu: float) -> tuple[np.ndarray, float]:
+    """One slice's correction without its soft-tissue local mean, and the weight (``correction_weight``) it gets.
+
+    ``keep_noise_hu`` 0 asks for the network's whole correction: it comes back unchanged, weight 1.
+    """
+    if keep_noise_hu <= 0:
+        return correction, 1.0
+    correction = without_tissue_mean(hu, correction)
+    return correction, correction_weight(hu, correction, keep_noise_hu)
+
+
+def without_tissue_mean(hu: np.ndarray, correction: np.ndarray) -> np.ndarray:
+    """``correction`` less its local mean over soft tissue (of the denoised slice), in soft tissue only."""
+    denoised = ndimage.gaussian_filter(hu + correction, 1.0)
+    tissue = (denoised > TISSUE_HU[0]) & (denoised < TISSUE_HU[1])
+    share = ndimage.gaussian_filter(tissue.astype(np.float32), TISSUE_MEAN_SIGMA_PX)
+    summed = ndimage.gaussian_filter(np.where(tissue, correction, 0).astype(np.float32), TISSUE_MEAN_SIGMA_PX)
+    mean = summed / np.maximum(share, np.float32(1e-6))  # a tissue pixel's own share is >= 1 / (2 pi sigma^2)
+    return np.where(tissue, correction - mean, correction).astype(correction.dtype)
 
 
 def flat_soft_tissue(image: np.ndarray) -> np.ndarray:
