@@ -13,6 +13,7 @@ from evaluation.__main__ import main
 from evaluation.config import load_study
 from evaluation.data import moved
 from evaluation.sweep import flat_noise_hu, flat_soft_tissue, load_sweep
+from evaluation.sweep_report import checks
 from evaluation.tables import significance, summary
 from LDCTDenoiseLib.alignment import align
 from LDCTDenoiseLib.io import Volume
@@ -81,6 +82,24 @@ def test_quick_report_is_produced_with_tables_figures_and_every_method(shared_ct
         if method["available"]:
             assert f": {name} |" in text or f": **{name}** |" in text
     assert (out / "slices.csv").read_text().count("\n") > 10
+
+
+def sweep_row(method: str, noise_hu: float, flat_noise: float, psnr: float = 30.0, bias: float = 0.0) -> dict:
+    return {"method": method, "slice": "s", "filter": "sharp", "streak": "weak", "noise_hu": noise_hu,
+            "psnr_soft": psnr, "psnr_full": psnr, "flat_noise_hu": flat_noise, "bias_hu": bias}
+
+
+def test_below_10_hu_added_a_model_is_held_to_its_input_not_to_the_noisy_reference():
+    rows = [sweep_row("LDCT", 5, 16.0), sweep_row("model", 5, 15.0),  # at 5 HU: NDCT (12) < model < input
+            sweep_row("LDCT", 40, 45.0, psnr=25.0), sweep_row("model", 40, 13.0, bias=4.0),
+            sweep_row("LDCT", 150, 160.0, psnr=15.0), sweep_row("model", 150, 17.0)]
+    result = {"rows": rows, "ndct_flat_noise_hu": {"s": 12.0}}
+    outcome = checks(result)["model"]
+    assert outcome["noise not above the input's (< 10 HU added)"] == {"pass": 1, "of": 1}
+    assert outcome["flat noise <= NDCT's (10-80 HU added)"] == {"pass": 0, "of": 1}  # the 40 HU cell only
+    assert outcome["flat noise <= 1.5 x NDCT's (> 80 HU added)"] == {"pass": 1, "of": 1}
+    assert outcome["not worse than the input (>= 10 HU added, both windows)"] == {"pass": 2, "of": 2}
+    assert outcome["abs(mean HU bias) <= 3 HU"] == {"pass": 2, "of": 3}
 
 
 def test_quick_sweep_measures_every_method_against_the_ndct_and_checks_each_model(shared_ct, tmp_path):
