@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What travels to a lent GPU machine is the working tree (tracked files and untracked files git does
-# not ignore) plus the carried paths, 64 MiB in all. The evaluation models (about 48 MiB) are not
+# not ignore) plus the carried paths, 64 MiB in all. The evaluation models (about 140 MiB) are not
 # needed there, so for the device run they leave the index and are ignored locally:
 #   bash training/gpu/tree.sh light      # before `make gpu-pack` and the device run
 #   bash training/gpu/tree.sh restore    # right after it, and always before a commit
