@@ -57,6 +57,21 @@ def test_hu_outside_the_clip_range_keep_their_value_plus_the_correction(model, h
     assert out[3, 20, 20] > 5000.0
 
 
+def test_noise_below_the_networks_floor_is_taken_away_and_padding_stays(model, hu):
+    at_floor, under_floor = hu.copy(), hu.copy()
+    at_floor[3, 5, 5], under_floor[3, 5, 5] = -1024.0, -1060.0  # noise in air, under the -1024 HU floor
+    at_floor[3, 0, 0] = under_floor[3, 0, 0] = -3024.0  # padding outside the reconstruction circle
+    options = EngineOptions(compile="off")
+    out_at, out_under = denoise_volume(at_floor, model, options), denoise_volume(under_floor, model, options)
+    assert out_under[3, 5, 5] == pytest.approx(out_at[3, 5, 5], abs=1e-3)  # the network sees both as -1024
+    assert out_under[3, 0, 0] < -2500.0
+
+
+def test_the_floor_lift_raises_noise_under_the_floor_only():
+    lift = Normalization().floor_lift(np.array([-3024.0, -1500.0, -1060.0, -1024.0, -1000.0, 40.0, 5000.0]))
+    np.testing.assert_array_equal(lift, [0.0, 476.0, 36.0, 0.0, 0.0, 0.0, 0.0])
+
+
 def test_progress_reports_every_batch_up_to_all_slices(model, hu):
     calls = []
     denoise_volume(hu, model, EngineOptions(batch_size=3, compile="off"), progress=lambda d, t: calls.append((d, t)))

@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny_generator
 from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
-from LDCTDenoiseLib.noise_level import adapted_correction, correction_weight, flat_soft_tissue, without_tissue_mean
+from LDCTDenoiseLib.noise_level import adapted_correction, flat_soft_tissue, local_noise_hu, without_tissue_mean
 from LDCTDenoiseLib.normalization import Normalization
 from LDCTDenoiseLib.simulation import make_phantom
 from LDCTDenoiseLib.weights import LoadedModel
@@ -22,6 +22,10 @@ def liver_slice() -> np.ndarray:
     image[(yy - 64) ** 2 + (xx - 64) ** 2 < 55**2] = 40.0
     image[60:68, 30:98] = 700.0
     return image
+
+
+def correction_weight(hu: np.ndarray, correction: np.ndarray, keep_noise_hu: float) -> float:
+    return adapted_correction(hu, correction, keep_noise_hu)[1]
 
 
 def test_flat_soft_tissue_is_inside_the_body_and_away_from_edges():
@@ -85,6 +89,21 @@ def test_the_correction_of_bone_air_and_the_couch_is_left_whole():
     kept = without_tissue_mean(image, correction)
     assert (kept[image == 700.0] == 25.0).all() and (kept[:, :4] == 25.0).all()
     np.testing.assert_allclose(kept[flat_soft_tissue(image)], 0.0, atol=1e-3)
+
+
+def test_outside_the_patient_a_correction_beyond_twice_the_inputs_noise_is_cut_to_it():
+    noise = np.random.default_rng(0).normal(0.0, 30.0, (128, 128)).astype(np.float32)
+    noisy = liver_slice() + noise
+    correction = -noise
+    correction[124:126, 20:108] += 170.0  # a couch's gap filled in, below the patient
+    bounded, _ = adapted_correction(noisy, correction, keep_noise_hu=10.0)
+    bound = 2.0 * local_noise_hu(noisy, flat_soft_tissue(noisy + correction))
+    assert 55.0 < bound < 65.0
+    assert bounded[124:126, 20:108].max() == pytest.approx(bound, rel=1e-4)
+    inside = liver_slice() > -500.0
+    np.testing.assert_array_equal(bounded[inside], without_tissue_mean(noisy, correction)[inside])
+    kept = (np.abs(correction) <= bound) & ~inside
+    np.testing.assert_array_equal(bounded[kept], correction[kept])  # noise removed in air stays
 
 
 def test_without_a_kept_noise_the_correction_is_the_networks_own():

@@ -2,7 +2,8 @@
 
 Memory stays at input + output + one batch: slices are normalised batch by batch and the
 result is written into a preallocated float32 array. The network's correction is added to
-the unclipped input, so HU outside the normalisation's clip range (metal, padding) are kept.
+the unclipped input, so HU above the normalisation's clip range (metal) and padding are kept; noise
+below its floor (air under -1024 HU) is part of what the correction takes away.
 ``strength`` scales that correction (vendors' deep-learning reconstructions offer low, medium
 and high for the same reason: readers reject an over-smoothed look): 0 returns the input, 1 the
 model's output. ``keep_noise_hu`` (by default the model manifest's ``inference.keep_noise_hu``)
@@ -218,7 +219,9 @@ class VolumeDenoiser:
 
     def _denoise_batch(self, forward: Callable, hu_batch: np.ndarray, batch: int) -> np.ndarray:
         hu_batch = np.asarray(hu_batch, dtype=np.float32)
-        correction = self._correction(forward, hu_batch, batch) * np.float32(self.model.normalization.scale)
+        normalization = self.model.normalization
+        correction = self._correction(forward, hu_batch, batch) * np.float32(normalization.scale)
+        correction += normalization.floor_lift(hu_batch)
         for index, (slice_hu, slice_correction) in enumerate(zip(hu_batch, correction)):
             slice_correction, weight = adapted_correction(slice_hu, slice_correction, self.keep_noise_hu)
             weight *= self.options.strength

@@ -12,6 +12,10 @@ divided by the fraction of the noise the network removes (on noise unlike its tr
 network removes only part of it, and its correction then needs all the weight it can get). A
 normal-dose slice is left almost untouched, a noisy one gets the whole correction. A slice with no
 flat soft tissue to measure gets the whole correction.
+
+Outside the patient there is air and the couch, headrest or blankets, and no anatomy to restore: a
+correction there beyond twice the input's noise is not noise taken away but structure changed (the
+couch's 1-2 pixel gap filled in, +170 HU), so it is cut to that bound.
 """
 
 from __future__ import annotations
@@ -22,24 +26,30 @@ from scipy import ndimage
 from .errors import InputError
 from .roi import body_mask
 
-RULE_VERSION = 4  # raise when the weight's rule changes its output: caches of denoised images key on it
+RULE_VERSION = 5  # raise when the weight's rule changes its output: caches of denoised images key on it
 SOFT_HU = (-150.0, 150.0)  # flat soft tissue: the image smoothed lies in here ...
 FLAT_GRADIENT_HU_PER_PX = 4.0  # ... and barely changes
 FLAT_WINDOW_PX = 9  # flat pixels keep half this window away from any edge
 MIN_FLAT_PIXELS = 100  # fewer than this and the slice's noise is not measured (a 10 x 10 patch)
 TISSUE_HU = (-300.0, 300.0)  # soft tissue, fat and enhanced organs, whose local mean the correction keeps
 TISSUE_MEAN_SIGMA_PX = 8.0  # validation cells: 4, 8 and 16 px fix the bias alike; 8 px gains the most PSNR
+OUTSIDE_BOUND = 2.0  # x the input's noise; validation cells: 1.5 and 2 alike, 2 keeps the most full range
 
 
 def adapted_correction(hu: np.ndarray, correction: np.ndarray, keep_noise_hu: float) -> tuple[np.ndarray, float]:
-    """One slice's correction without its soft-tissue local mean, and the weight (``correction_weight``) it gets.
+    """One slice's correction under the rule (module docstring), and the weight (0 to 1) it gets.
 
     ``keep_noise_hu`` 0 asks for the network's whole correction: it comes back unchanged, weight 1.
     """
     if keep_noise_hu <= 0:
         return correction, 1.0
     correction = without_tissue_mean(hu, correction)
-    return correction, correction_weight(hu, correction, keep_noise_hu)
+    flat = flat_soft_tissue(hu + correction)
+    if flat.sum() < MIN_FLAT_PIXELS:
+        return correction, 1.0
+    input_noise = local_noise_hu(hu, flat)
+    correction = bounded_outside_patient(hu + correction, correction, OUTSIDE_BOUND * input_noise)
+    return correction, wiener_weight(correction[flat], input_noise, keep_noise_hu)
 
 
 def without_tissue_mean(hu: np.ndarray, correction: np.ndarray) -> np.ndarray:
@@ -61,21 +71,21 @@ def flat_soft_tissue(image: np.ndarray) -> np.ndarray:
     return ndimage.binary_erosion(flat, iterations=FLAT_WINDOW_PX // 2)
 
 
-def correction_weight(hu: np.ndarray, correction: np.ndarray, keep_noise_hu: float) -> float:
-    """The fraction (0 to 1) of one slice's ``correction`` that leaves about ``keep_noise_hu`` of noise.
+def bounded_outside_patient(denoised: np.ndarray, correction: np.ndarray, bound_hu: float) -> np.ndarray:
+    """``correction`` cut to +-``bound_hu`` outside the patient (``roi.body_mask`` of the denoised slice)."""
+    outside = ~_body(denoised)
+    return np.where(outside, np.clip(correction, -bound_hu, bound_hu), correction).astype(correction.dtype)
 
-    Flat tissue is found on the slice ``hu`` plus the whole correction, where the noise no longer
-    hides the edges.
+
+def wiener_weight(removed_hu: np.ndarray, input_noise_hu: float, keep_noise_hu: float) -> float:
+    """The share (0 to 1) of a correction that leaves about ``keep_noise_hu`` of noise.
+
+    ``removed_hu`` is the correction over flat soft tissue, ``input_noise_hu`` the input's noise there.
     """
-    if keep_noise_hu <= 0:
-        return 1.0
-    flat = flat_soft_tissue(hu + correction)
-    if flat.sum() < MIN_FLAT_PIXELS:
-        return 1.0
-    removed_variance = float(np.mean(np.square(correction[flat], dtype=np.float64)))
+    removed_variance = float(np.mean(np.square(removed_hu, dtype=np.float64)))
+    input_variance = input_noise_hu**2
     if removed_variance == 0.0:
         return 1.0
-    input_variance = local_noise_hu(hu, flat) ** 2
     if input_variance <= keep_noise_hu**2:
         return 0.0
     wiener = 1.0 - keep_noise_hu**2 / input_variance

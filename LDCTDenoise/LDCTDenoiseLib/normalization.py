@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+PADDING_MARGIN_HU = 500.0  # further below the floor than noise in air reaches even at 150 HU: padding, kept as it is
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -26,6 +28,18 @@ class Normalization:
         """Clip to the range and scale to [0, 1] as float32 (a new array)."""
         clipped = np.clip(np.asarray(hu, dtype=np.float32), self.hu_min, self.hu_max)
         return (clipped - np.float32(self.hu_min)) / np.float32(self.scale)
+
+    def floor_lift(self, hu: np.ndarray) -> np.ndarray:
+        """HU that raise each pixel below ``hu_min`` to it; 0 for the rest and for padding far below.
+
+        The network sees the input clipped at its floor and corrects that. Under the floor (-1024 HU:
+        nothing is less dense than air) lies only noise in air, which adding the correction to the
+        unclipped input would leave in; padding outside the reconstruction circle (-2048, -3024) stays.
+        """
+        hu = np.asarray(hu, dtype=np.float32)
+        floor = np.float32(self.hu_min)
+        under = (hu < floor) & (hu > floor - np.float32(PADDING_MARGIN_HU))
+        return np.where(under, floor - hu, np.float32(0.0)).astype(np.float32)
 
     def to_hu(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, dtype=np.float32) * np.float32(self.scale) + np.float32(self.hu_min)
