@@ -24,7 +24,7 @@ def liver_slice() -> np.ndarray:
     return image
 
 
-def correction_weight(hu: np.ndarray, correction: np.ndarray, keep_noise_hu: float) -> float:
+def weight_of(hu: np.ndarray, correction: np.ndarray, keep_noise_hu: float) -> float:
     return adapted_correction(hu, correction, keep_noise_hu)[1]
 
 
@@ -44,7 +44,7 @@ def test_a_slice_of_air_has_no_flat_tissue():
 @pytest.mark.parametrize("noise_hu, keep_hu", [(30.0, 15.0), (60.0, 12.0), (20.0, 10.0)])
 def test_a_network_that_removes_all_the_noise_gets_the_wiener_share_of_its_correction(noise_hu, keep_hu):
     correction = np.random.default_rng(0).normal(0.0, noise_hu, (128, 128)).astype(np.float32)
-    weight = correction_weight(liver_slice() - correction, correction, keep_hu)  # denoised: the liver slice
+    weight = weight_of(liver_slice() - correction, correction, keep_hu)  # denoised: the liver slice
     assert weight == pytest.approx(1.0 - keep_hu**2 / noise_hu**2, abs=0.02)
 
 
@@ -52,21 +52,21 @@ def test_a_network_that_removes_only_part_of_the_noise_gets_a_larger_share_of_it
     noise = np.random.default_rng(0).normal(0.0, 40.0, (128, 128)).astype(np.float32)
     noisy = liver_slice() + noise  # the input; the network takes away half of each pixel's noise
     wiener = 1.0 - 30.0**2 / 40.0**2
-    measured = correction_weight(noisy, -0.5 * noise, keep_noise_hu=30.0)  # 9 x 9 windows: sampling spread
+    measured = weight_of(noisy, -0.5 * noise, keep_noise_hu=30.0)  # 9 x 9 windows: sampling spread
     assert measured == pytest.approx(wiener / 0.5, abs=0.06) and measured > wiener + 0.3
-    assert correction_weight(noisy, -0.5 * noise, keep_noise_hu=12.0) == 1.0  # never more than the whole
+    assert weight_of(noisy, -0.5 * noise, keep_noise_hu=12.0) == 1.0  # never more than the whole
 
 
 def test_an_input_no_noisier_than_the_kept_noise_is_left_as_it_is():
     image = liver_slice()
     correction = np.random.default_rng(0).normal(0.0, 10.0, image.shape).astype(np.float32)
-    assert correction_weight(image - correction, correction, keep_noise_hu=12.0) == 0.0
+    assert weight_of(image - correction, correction, keep_noise_hu=12.0) == 0.0
 
 
 def test_without_a_kept_noise_or_without_flat_tissue_the_whole_correction_applies():
     correction = np.random.default_rng(0).normal(0.0, 5.0, (64, 64)).astype(np.float32)
-    assert correction_weight(liver_slice(), np.ones((128, 128), np.float32), keep_noise_hu=0.0) == 1.0
-    assert correction_weight(np.full((64, 64), -1000.0, np.float32), correction, keep_noise_hu=12.0) == 1.0
+    assert weight_of(liver_slice(), np.ones((128, 128), np.float32), keep_noise_hu=0.0) == 1.0
+    assert weight_of(np.full((64, 64), -1000.0, np.float32), correction, keep_noise_hu=12.0) == 1.0
 
 
 def test_a_correction_that_shifts_soft_tissue_loses_the_shift_but_keeps_its_noise_removal():
