@@ -47,11 +47,13 @@ def adapted_correction(hu: np.ndarray, correction: np.ndarray, keep_noise_hu: fl
     if keep_noise_hu <= 0:
         return correction, 1.0
     correction = without_tissue_mean(hu, correction)
-    flat = flat_soft_tissue(hu + correction)
+    denoised = hu + correction
+    patient = _body(denoised)
+    flat = flat_soft_tissue(denoised, patient)
     if flat.sum() < MIN_FLAT_PIXELS:
         return correction, 1.0
     input_noise = local_noise_hu(hu, flat)
-    correction = bounded_outside_patient(hu + correction, correction, OUTSIDE_BOUND * input_noise)
+    correction = bounded_outside_patient(correction, patient, OUTSIDE_BOUND * input_noise)
     return correction, wiener_weight(correction[flat], input_noise, keep_noise_hu)
 
 
@@ -65,19 +67,21 @@ def without_tissue_mean(hu: np.ndarray, correction: np.ndarray) -> np.ndarray:
     return np.where(tissue, correction - mean, correction).astype(correction.dtype)
 
 
-def flat_soft_tissue(image: np.ndarray) -> np.ndarray:
-    """Pixels of soft tissue inside the body whose smoothed image barely changes around them."""
+def flat_soft_tissue(image: np.ndarray, body: np.ndarray | None = None) -> np.ndarray:
+    """Pixels of soft tissue inside the body whose smoothed image barely changes around them.
+
+    ``body`` is the image's patient mask where the caller has it already (else it is found here).
+    """
     smooth = ndimage.gaussian_filter(image.astype(np.float64), 2.0)
     gradient = np.hypot(*np.gradient(smooth))
     flat = (smooth > SOFT_HU[0]) & (smooth < SOFT_HU[1]) & (gradient < FLAT_GRADIENT_HU_PER_PX)
-    flat &= _body(image)
+    flat &= _body(image) if body is None else body
     return ndimage.binary_erosion(flat, iterations=FLAT_WINDOW_PX // 2)
 
 
-def bounded_outside_patient(denoised: np.ndarray, correction: np.ndarray, bound_hu: float) -> np.ndarray:
-    """``correction`` cut to +-``bound_hu`` outside the patient (``roi.body_mask`` of the denoised slice)."""
-    outside = ~_body(denoised)
-    return np.where(outside, np.clip(correction, -bound_hu, bound_hu), correction).astype(correction.dtype)
+def bounded_outside_patient(correction: np.ndarray, patient: np.ndarray, bound_hu: float) -> np.ndarray:
+    """``correction`` cut to +-``bound_hu`` outside ``patient`` (``roi.body_mask`` of the denoised slice)."""
+    return np.where(patient, correction, np.clip(correction, -bound_hu, bound_hu)).astype(correction.dtype)
 
 
 def wiener_weight(removed_hu: np.ndarray, input_noise_hu: float, keep_noise_hu: float) -> float:

@@ -39,7 +39,7 @@ class Normalization:
         hu = np.asarray(hu, dtype=np.float32)
         floor = np.float32(self.hu_min)
         under = (hu < floor) & (hu > floor - np.float32(PADDING_MARGIN_HU))
-        return np.where(under, floor - hu, np.float32(0.0)).astype(np.float32)
+        return np.where(under, floor - hu, np.float32(0.0))
 
     def to_hu(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, dtype=np.float32) * np.float32(self.scale) + np.float32(self.hu_min)
