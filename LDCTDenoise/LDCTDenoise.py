@@ -76,6 +76,7 @@ class LDCTDenoiseParameterNode:
     batchSize: Annotated[int, WithinRange(0, 512)] = 0  # 0: automatic
     strength: Annotated[float, WithinRange(0.0, 100.0)] = 100.0  # percent of the network's correction
     adaptToDose: bool = True  # keep the model's normal-dose noise (keep-noise); off: the whole correction
+    selfEnsemble: Annotated[str, Choice(["1", "2", "4", "8"])] = "1"  # views of each slice averaged
     outputFloat32: bool = False
     ndctVolume: vtkMRMLScalarVolumeNode
     regionKind: Annotated[str, Choice([ROI, SEGMENT])] = ROI
@@ -257,6 +258,7 @@ class LDCTDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job = self.logic.denoise(p.inputVolume, p.outputVolume, weights=self._weights(), device=p.device,
                                            batchSize=p.batchSize or None, waitForCompletion=False,
                                            strength=p.strength / 100.0, keepNoiseHu=None if p.adaptToDose else 0.0,
+                                           selfEnsemble=int(p.selfEnsemble),
                                            outputType="float32" if p.outputFloat32 else "input")
             saveSettings(p)
             self.ui.logTextEdit.clear()
@@ -452,13 +454,14 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic):
         return True
 
     def denoise(self, inputNode, outputNode=None, weights=None, device="auto", batchSize=None,
-                waitForCompletion=True, progressCallback=None, strength=1.0, outputType="input", keepNoiseHu=None):
+                waitForCompletion=True, progressCallback=None, strength=1.0, outputType="input", keepNoiseHu=None,
+                selfEnsemble=1):
         """Denoise ``inputNode`` in a child PythonSlicer process. Waiting (the default, for scripts) returns
         the output node; otherwise the running job, which the caller polls (``poll``, ``fraction``,
         ``status``, ``log``, ``cancel``). A new output node is created unless one is given; never the input.
         ``strength`` (0 to 1) scales the network's correction; ``keepNoiseHu`` is the noise a normal-dose slice
-        keeps (None: the model's own setting, 0: the whole correction); ``outputType`` is "input" (the input's voxel
-        type, int16 for CT) or "float32"."""
+        keeps (None: the model's own setting, 0: the whole correction); ``selfEnsemble`` the views of each slice
+        averaged (1, 2, 4 or 8); ``outputType`` is "input" (the input's voxel type, int16 for CT) or "float32"."""
         from LDCTDenoiseLib.module_logic import child_python, denoise
 
         def progress(done, total):
@@ -469,7 +472,7 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic):
         return denoise(slicer.mrmlScene, inputNode, outputNode, weights=weights, device=device,
                        batch_size=batchSize, python=child_python(inside_slicer=True),
                        wait_for_completion=waitForCompletion, progress=progress, strength=strength,
-                       output_type=outputType, keep_noise_hu=keepNoiseHu)
+                       output_type=outputType, keep_noise_hu=keepNoiseHu, self_ensemble=selfEnsemble)
 
     def compare(self, ndctNode, volumeNodes, roiNode=None, segmentationNode=None, segmentId=None,
                 register=False, tableNode=None, chartNode=None, waitForCompletion=True):
@@ -596,6 +599,8 @@ class LDCTDenoiseTest(ScriptedLoadableModuleTest):
         full = logic.denoise(int16, weights=weights, device="cpu")
         self.assertFalse(np.array_equal(slicer.util.arrayFromVolume(full), slicer.util.arrayFromVolume(int16)))
         self.assertEqual(full.GetAttribute("LDCTDenoise.keep_noise_hu"), "0")  # the tiny model sets none
+        mirrored = logic.denoise(int16, weights=weights, device="cpu", selfEnsemble=2)
+        self.assertEqual(mirrored.GetAttribute("LDCTDenoise.self_ensemble"), "2")
         self.delayDisplay("Test passed")
 
 

@@ -120,6 +120,7 @@ def test_demo_with_weights_writes_volumes_and_summary(tmp_path, tiny_model_dir, 
         (["simulate", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--dose", "2"], "dose fraction"),
         (["denoise", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--strength", "150"], "strength must be between 0 and 100 %"),
         (["denoise", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--keep-noise", "-3"], "keep-noise must be between 0 and 100 HU"),
+        (["denoise", "{tmp}/nd.nrrd", "{tmp}/o.nrrd", "--self-ensemble", "3"], "self-ensemble must be one of"),
     ],
 )
 def test_bad_input_gives_one_line_reason_and_no_output(tmp_path, tiny_model_dir, capsys, argv, message):
@@ -145,7 +146,7 @@ def test_strength_is_applied_and_recorded_in_the_file_header_and_the_dicom_descr
     full, partial = outputs["s100.nrrd"], outputs["s40.nrrd"]
     np.testing.assert_allclose(partial.array - volume.array, 0.4 * (full.array - volume.array), atol=1e-3)
     assert partial.metadata["header"] == {"LDCTDenoise_model": "tiny", "LDCTDenoise_strength_percent": "40",
-                                          "LDCTDenoise_keep_noise_hu": "0"}
+                                          "LDCTDenoise_keep_noise_hu": "0", "LDCTDenoise_self_ensemble": "1"}
     description = pydicom.dcmread(sorted((tmp_path / "s40-dicom").iterdir())[0]).SeriesDescription
     assert description.endswith("denoised 40% (LDCTDenoise)")
     np.testing.assert_allclose(outputs["s40-dicom"].array, np.rint(partial.array), atol=1.0)
@@ -164,6 +165,15 @@ def test_keep_noise_is_applied_and_recorded_in_the_file_header_and_the_dicom_des
                        "--quiet")
     assert code == 0, err
     assert read_volume(tmp_path / "k.nrrd").metadata["header"]["LDCTDenoise_keep_noise_hu"] == "8"
+
+
+def test_the_self_ensemble_is_recorded_in_the_run_and_the_file_header(tmp_path, tiny_model_dir, capsys):
+    path, _ = phantom_file(tmp_path)
+    code, out, err = run(capsys, "denoise", path, tmp_path / "e.nrrd", "--weights", tiny_model_dir,
+                         "--self-ensemble", "2", "--quiet", "--json")
+    assert code == 0, err
+    assert json.loads(out)["run"]["self_ensemble"] == 2
+    assert read_volume(tmp_path / "e.nrrd").metadata["header"]["LDCTDenoise_self_ensemble"] == "2"
 
 
 def test_the_text_summary_names_the_model_in_one_line_and_json_keeps_the_whole_record(tmp_path, tiny_model_dir,

@@ -180,7 +180,7 @@ def test_strength_scales_the_networks_correction(model, hu, strength):
     assert denoiser.last_run["strength_percent"] == 100 * strength
     assert denoiser.description == f"denoised {100 * strength:g}% (LDCTDenoise)"
     assert denoiser.header == {"LDCTDenoise_model": "tiny", "LDCTDenoise_strength_percent": f"{100 * strength:g}",
-                               "LDCTDenoise_keep_noise_hu": "0"}
+                               "LDCTDenoise_keep_noise_hu": "0", "LDCTDenoise_self_ensemble": "1"}
 
 
 def test_strength_zero_returns_the_input_exactly(model, hu):

@@ -122,6 +122,19 @@ def test_the_models_keep_noise_applies_in_the_child_and_zero_gives_the_whole_cor
     np.testing.assert_allclose(volume_from_node(entire).array, whole, atol=1e-2)
 
 
+def test_the_self_ensemble_applies_in_the_child_and_a_bad_view_count_starts_nothing(scene, tiny_model_dir):
+    volume = make_phantom((2, 96, 96))
+    ldct = add_volume_node(scene, volume, "LDCT")
+    nodes = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="self-ensemble must be one of"):
+        denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu", self_ensemble=3)
+    assert scene.GetNumberOfNodes() == nodes
+    expected = VolumeDenoiser(load_model(tiny_model_dir), EngineOptions(device="cpu", self_ensemble=2))(volume.array)
+    mirrored = denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu", output_type="float32", self_ensemble=2)
+    assert mirrored.GetAttribute("LDCTDenoise.self_ensemble") == "2"
+    np.testing.assert_allclose(volume_from_node(mirrored).array, expected, atol=1e-2)
+
+
 def test_a_cancelled_background_run_leaves_the_scene_unchanged(scene, tiny_model_dir):
     ldct = add_volume_node(scene, small_volume(), "LDCT")
     before = scene.GetNumberOfNodes()

@@ -90,4 +90,7 @@ def test_the_childs_own_lines_are_kept_for_the_log_pane(tiny_model_dir):
     run = BackgroundDenoise(small_volume(), weights=str(tiny_model_dir), device="cpu", strength=0.3)
     run.wait()
     assert run.log[0] == "Model tiny on cpu (float32), strength 30 %, keep 0 HU of noise, 6 slices of 48 x 40"
+    mirrored = BackgroundDenoise(small_volume(), weights=str(tiny_model_dir), device="cpu", self_ensemble=2)
+    mirrored.wait()
+    assert mirrored.log[0].endswith("keep 0 HU of noise, 2 views averaged, 6 slices of 48 x 40")
     assert not any(line.startswith(("PROGRESS", "DONE")) for line in run.log)

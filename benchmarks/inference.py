@@ -35,11 +35,14 @@ CONFIGS = {
         ("engine fp32 channels_last", EngineOptions(device="cpu", compile="off")),
         ("engine compiled fp32 (default for >= 100 slices)", EngineOptions(device="cpu", compile="on")),
         ("engine compiled bf16", EngineOptions(device="cpu", compile="on", precision="bf16")),
+        ("engine default (auto runtime)", EngineOptions(device="cpu")),
+        ("engine default, self-ensemble 2 views", EngineOptions(device="cpu", self_ensemble=2)),
     ],
     "cuda": [
         ("eager fp32 NCHW (baseline)", None),
         ("engine default (bf16, channels_last, auto batch)", EngineOptions(device="cuda", compile="off")),
         ("engine compiled bf16", EngineOptions(device="cuda", compile="on")),
+        ("engine default, self-ensemble 8 views", EngineOptions(device="cuda", compile="off", self_ensemble=8)),
     ],
 }
 

@@ -55,6 +55,7 @@ class Sweep:
     seed: int
     models: dict[str, Path]  # name -> exported model folder
     keep_noise_hu: dict[str, float]  # name -> the engine's keep_noise_hu where the entry sets it (else the model's)
+    self_ensemble: dict[str, int]  # name -> the engine's views averaged where the entry sets it (else 1)
     figure_cell: tuple[str, str, float]  # (filter, streaks, noise) of the image figure
     bm3d: bool = True
     bm3d_from_hu: float = 0.0  # BM3D runs on cells with at least this much added noise
@@ -82,6 +83,7 @@ def load_sweep(path: Path = STUDY_FILE, quick: bool = False) -> Sweep:
         seed=int(raw["seed"]),
         models={m["name"]: REPOSITORY / m["path"] for m in raw["models"]},
         keep_noise_hu={m["name"]: float(m["keep_noise_hu"]) for m in raw["models"] if "keep_noise_hu" in m},
+        self_ensemble={m["name"]: int(m["self_ensemble"]) for m in raw["models"] if "self_ensemble" in m},
         figure_cell=tuple(part.get("figure", raw["figure"])),
         bm3d=bool(part.get("bm3d", True)),
         bm3d_from_hu=float(raw.get("bm3d_from_hu", 0.0)),
@@ -133,7 +135,8 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
     models = {name: load_model(path) for name, path in sweep.models.items()}
     # fp32 on every device: the figures (and the cached outputs) must not depend on a CPU's bf16 or a GPU's autocast
     denoisers = {name: VolumeDenoiser(model, EngineOptions(device=device, precision="fp32",
-                                                           keep_noise_hu=sweep.keep_noise_hu.get(name)))
+                                                           keep_noise_hu=sweep.keep_noise_hu.get(name),
+                                                           self_ensemble=sweep.self_ensemble.get(name, 1)))
                  for name, model in models.items()}
     use_bm3d = sweep.bm3d and bm3d_available()
     rows, sigmas, figure = [], {}, {}
@@ -152,8 +155,10 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
             if use_bm3d and noise_hu >= sweep.bm3d_from_hu:
                 outputs["BM3D"] = cache.get({**key, "method": "bm3d"}, partial(_bm3d, ldct))
             for name, denoiser in denoisers.items():
+                views = denoiser.options.self_ensemble  # in the key only where it is set: older outputs stay valid
                 outputs[name] = cache.get({**key, "model": models[name].manifest.get("sha256", name),
-                                           "keep_noise_hu": denoiser.keep_noise_hu, "keep_rule": RULE_VERSION},
+                                           "keep_noise_hu": denoiser.keep_noise_hu, "keep_rule": RULE_VERSION,
+                                           **({"self_ensemble": views} if views > 1 else {})},
                                           partial(_denoised, denoiser, ldct))
             rows += [{"slice": pair.spec.name, **cell, "method": method, **measure(image, pair)}
                      for method, image in outputs.items()]
@@ -170,7 +175,8 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
         "figure_images": figure,
         "models": {name: {"path": str(sweep.models[name].relative_to(REPOSITORY)),
                           "sha256": model.manifest.get("sha256", ""),
-                          "keep_noise_hu": denoisers[name].keep_noise_hu} for name, model in models.items()},
+                          "keep_noise_hu": denoisers[name].keep_noise_hu,
+                          "self_ensemble": denoisers[name].options.self_ensemble} for name, model in models.items()},
     }
 
 

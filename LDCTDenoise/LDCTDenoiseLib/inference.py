@@ -9,7 +9,9 @@ and high for the same reason: readers reject an over-smoothed look): 0 returns t
 model's output. ``keep_noise_hu`` (by default the model manifest's ``inference.keep_noise_hu``)
 scales it per slice by the noise it removes (``noise_level``), so that a scan already at normal
 dose keeps its own noise and texture instead of being smoothed past its true image, and keeps soft
-tissue's local mean HU, which noise removal has no reason to move.
+tissue's local mean HU, which noise removal has no reason to move. ``self_ensemble`` averages the
+correction over 2, 4 or 8 mirrored and transposed views of each slice (``self_ensemble`` module) at
+as many times the network's time.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .errors import Cancelled, InputError
 from .io import Volume
 from .networks import architecture_of
 from .noise_level import adapted_correction
+from .self_ensemble import DIHEDRAL_VIEWS, check_views, unview, view
 from .weights import LoadedModel, cache_dir
 
 # mixed: the generator's full-resolution levels in fp32, the inner ones in bf16 (OpenVINO on a CPU with native bf16)
@@ -67,6 +70,7 @@ class EngineOptions:
     strength: float = 1.0  # fraction of the network's correction applied, 0 to 1
     keep_noise_hu: float | None = None  # noise a normal-dose slice keeps (0: off); None: the model's own
     runtime: str = "auto"  # auto, torch, onnxruntime or openvino (CPU): see RUNTIMES
+    self_ensemble: int = 1  # views of each slice whose corrections are averaged (1, 2, 4, 8): see self_ensemble
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 1.0:
@@ -79,6 +83,7 @@ class EngineOptions:
             raise InputError(f"compile must be one of {COMPILE_MODES}; got {self.compile!r}")
         if self.runtime not in RUNTIMES:
             raise InputError(f"runtime must be one of {RUNTIMES}; got {self.runtime!r}")
+        check_views(self.self_ensemble)
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size must be >= 1; got {self.batch_size}")
 
@@ -157,7 +162,8 @@ class VolumeDenoiser:
         """What made the output, for its file header (NRRD and MHA key-value fields)."""
         return {"LDCTDenoise_model": str(self.model.describe()["name"]),
                 "LDCTDenoise_strength_percent": f"{100 * self.options.strength:g}",
-                "LDCTDenoise_keep_noise_hu": f"{self.keep_noise_hu:g}"}
+                "LDCTDenoise_keep_noise_hu": f"{self.keep_noise_hu:g}",
+                "LDCTDenoise_self_ensemble": str(self.options.self_ensemble)}
 
     def labelled(self, source: Volume, denoised: np.ndarray) -> Volume:
         """The result with the source's geometry and a header naming the model and strength that made it."""
@@ -169,7 +175,8 @@ class VolumeDenoiser:
     def description(self) -> str:
         """The derived DICOM series' description suffix: a reader sees the strength in the series list."""
         keep = f", keep {self.keep_noise_hu:g} HU" if self.keep_noise_hu else ""
-        return f"denoised {100 * self.options.strength:g}%{keep} (LDCTDenoise)"
+        views = f", {self.options.self_ensemble} views" if self.options.self_ensemble > 1 else ""
+        return f"denoised {100 * self.options.strength:g}%{keep}{views} (LDCTDenoise)"
 
     def __call__(
         self,
@@ -212,6 +219,7 @@ class VolumeDenoiser:
             "batch_size": batch, "compiled": self._is_compiled(forward), "slices": slices,
             "seconds": round(elapsed, 3), "slices_per_second": round(slices / elapsed, 3) if elapsed else None,
             "strength_percent": round(100 * self.options.strength, 1), "keep_noise_hu": self.keep_noise_hu,
+            "self_ensemble": self.options.self_ensemble,
             "applied_percent": [round(100 * min(self._weights), 1), round(100 * max(self._weights), 1)]
             if self._weights else [],
         }
@@ -230,8 +238,18 @@ class VolumeDenoiser:
         return hu_batch + correction
 
     def _correction(self, forward: Callable, hu_batch: np.ndarray, batch: int) -> np.ndarray:
-        """The network's correction in its normalised units, (slices, rows, columns) float32."""
+        """The network's correction in its normalised units, (slices, rows, columns) float32, averaged over views."""
         network_in = self.model.normalization.to_network(hu_batch)
+        views = DIHEDRAL_VIEWS[:self.options.self_ensemble]
+        if len(views) == 1:
+            return self._network_correction(forward, network_in, batch)
+        total = np.zeros(network_in.shape, dtype=np.float32)
+        for transpose, flips in views:
+            total += unview(self._network_correction(forward, view(network_in, transpose, flips), batch),
+                            transpose, flips)
+        return total / np.float32(len(views))
+
+    def _network_correction(self, forward: Callable, network_in: np.ndarray, batch: int) -> np.ndarray:
         if self.onnx is not None:
             return self.onnx(network_in[:, None])[:, 0]
         count = network_in.shape[0]

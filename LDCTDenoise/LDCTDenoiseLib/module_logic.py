@@ -38,6 +38,7 @@ from .noise_level import applied_summary
 from .process import CANCELLED, DONE, FAILED, RUNNING, BackgroundDenoise
 from .report import REFERENCE, ComparisonReport, compare, plot_densities, write_csv
 from .roi import Region
+from .self_ensemble import check_views
 
 CHART_FORMATS = (".png", ".svg")
 OUTPUT_TYPES = ("input", "float32")  # the input node's voxel type, or float32
@@ -60,11 +61,12 @@ class DenoiseJob:
 
     def __init__(self, scene, input_node, output_node=None, weights: str | None = None, device: str = "auto",
                  batch_size: int | None = None, python: str | None = None, strength: float = 1.0,
-                 output_type: str = "input", keep_noise_hu: float | None = None) -> None:
+                 output_type: str = "input", keep_noise_hu: float | None = None, self_ensemble: int = 1) -> None:
         if output_type not in OUTPUT_TYPES:
             raise InputError(f"output type must be one of {OUTPUT_TYPES}; got {output_type!r}")
         if not 0.0 <= strength <= 1.0:
             raise InputError(f"strength must be between 0 and 100 %; got {100 * strength:g} %")
+        check_views(self_ensemble)
         if input_node is None:
             raise InputError("choose the low-dose CT volume to denoise")
         if output_node is not None and output_node.GetID() == input_node.GetID():
@@ -77,7 +79,8 @@ class DenoiseJob:
         volume = volume_from_node(input_node)
         self.stored_dtype = volume.metadata["stored_dtype"] if output_type == "input" else "float32"
         self.background = BackgroundDenoise(volume, weights=weights, device=device, batch_size=batch_size,
-                                            python=python, strength=strength, keep_noise_hu=keep_noise_hu)
+                                            python=python, strength=strength, keep_noise_hu=keep_noise_hu,
+                                            self_ensemble=self_ensemble)
 
     @property
     def fraction(self) -> float:
@@ -139,15 +142,15 @@ class DenoiseJob:
 def denoise(scene, input_node, output_node=None, weights: str | None = None, device: str = "auto",
             batch_size: int | None = None, python: str | None = None, wait_for_completion: bool = True,
             progress: Callable[[int, int], None] | None = None, strength: float = 1.0, output_type: str = "input",
-            keep_noise_hu: float | None = None):
+            keep_noise_hu: float | None = None, self_ensemble: int = 1):
     """Denoise ``input_node``: the output node when waiting, else the running ``DenoiseJob``.
 
     ``strength`` (0 to 1) scales the network's correction; ``keep_noise_hu`` is the noise a normal-dose
-    slice keeps (None: the model's own, 0: the whole correction); ``output_type`` is "input" (the input
-    node's voxel type) or "float32".
+    slice keeps (None: the model's own, 0: the whole correction); ``self_ensemble`` the views of each slice
+    averaged (1, 2, 4 or 8); ``output_type`` is "input" (the input node's voxel type) or "float32".
     """
     job = DenoiseJob(scene, input_node, output_node, weights, device, batch_size, python, strength, output_type,
-                     keep_noise_hu)
+                     keep_noise_hu, self_ensemble)
     return job.wait(progress) if wait_for_completion else job
 
 

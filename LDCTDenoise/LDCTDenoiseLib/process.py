@@ -39,7 +39,7 @@ class BackgroundDenoise:
 
     def __init__(self, volume: Volume, weights: str | None = None, device: str = "auto",
                  batch_size: int | None = None, python: str | None = None, strength: float = 1.0,
-                 keep_noise_hu: float | None = None) -> None:
+                 keep_noise_hu: float | None = None, self_ensemble: int = 1) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="ldctdenoise-"))
         self.input, self.output = self.folder / "input.nrrd", self.folder / "output.nrrd"
         self.done, self.total = 0, volume.array.shape[0]
@@ -54,6 +54,8 @@ class BackgroundDenoise:
             command += ["--batch-size", str(batch_size)]
         if keep_noise_hu is not None:
             command += ["--keep-noise", f"{keep_noise_hu:g}"]
+        if self_ensemble != 1:
+            command += ["--self-ensemble", str(self_ensemble)]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         env=_child_environment(), **_own_process_group())
         _LIVE_RUNS.add(self)

@@ -29,18 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--strength", type=float, default=100.0, help="percent of the network's correction")
     parser.add_argument("--keep-noise", type=float, help="HU of normal-dose noise kept (default: the model's)")
+    parser.add_argument("--self-ensemble", type=int, default=1, help="views of each slice averaged (1, 2, 4, 8)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         volume = read_volume_file(args.input)
         model = find_model(args.weights)
         options = EngineOptions(device=args.device, batch_size=args.batch_size, strength=args.strength / 100,
-                                keep_noise_hu=args.keep_noise)
+                                keep_noise_hu=args.keep_noise, self_ensemble=args.self_ensemble)
         denoiser = VolumeDenoiser(model, options)
+        views = f"{args.self_ensemble} views averaged, " if args.self_ensemble > 1 else ""
         print(f"Model {model.describe()['name']} on {denoiser.device} ({str(denoiser.dtype).split('.')[-1]}), "
-              f"strength {args.strength:g} %, keep {denoiser.keep_noise_hu:g} HU of noise, "
-              f"{volume.array.shape[0]} slices of {volume.array.shape[2]} x "
-              f"{volume.array.shape[1]}", flush=True)
+              f"strength {args.strength:g} %, keep {denoiser.keep_noise_hu:g} HU of noise, {views}"
+              f"{volume.array.shape[0]} slices of {volume.array.shape[2]} x {volume.array.shape[1]}", flush=True)
         print(f"PROGRESS 0 {volume.array.shape[0]}", flush=True)
         denoised = denoiser(volume.array, progress=lambda done, total: print(f"PROGRESS {done} {total}", flush=True))
         write_volume_file(denoiser.labelled(volume, denoised), args.output)
