@@ -37,6 +37,7 @@ CONFIGS = {
         ("engine compiled bf16", EngineOptions(device="cpu", compile="on", precision="bf16")),
         ("engine default (auto runtime)", EngineOptions(device="cpu")),
         ("engine default, self-ensemble 2 views", EngineOptions(device="cpu", self_ensemble=2)),
+        ("engine default, self-ensemble 8 views", EngineOptions(device="cpu", self_ensemble=8)),
     ],
     "cuda": [
         ("eager fp32 NCHW (baseline)", None),
