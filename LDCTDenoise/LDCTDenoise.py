@@ -34,6 +34,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from LDCTDenoiseLib.resources import resource_path
+from LDCTDenoiseLib.self_ensemble import SELF_ENSEMBLE_SIZES
 
 PAPER_URL = "https://doi.org/10.21037/qims-23-403"
 DEFAULT_MODEL, WEIGHTS_FILE = "default", "Weights file"  # model: an installed model's name, or a chosen folder
@@ -76,7 +77,7 @@ class LDCTDenoiseParameterNode:
     batchSize: Annotated[int, WithinRange(0, 512)] = 0  # 0: automatic
     strength: Annotated[float, WithinRange(0.0, 100.0)] = 100.0  # percent of the network's correction
     adaptToDose: bool = True  # keep the model's normal-dose noise (keep-noise); off: the whole correction
-    selfEnsemble: Annotated[str, Choice(["1", "2", "4", "8"])] = "1"  # views of each slice averaged
+    selfEnsemble: Annotated[str, Choice([str(n) for n in SELF_ENSEMBLE_SIZES])] = "1"  # views of each slice averaged
     outputFloat32: bool = False
     ndctVolume: vtkMRMLScalarVolumeNode
     regionKind: Annotated[str, Choice([ROI, SEGMENT])] = ROI

@@ -241,12 +241,8 @@ class VolumeDenoiser:
         """The network's correction in its normalised units, (slices, rows, columns) float32, averaged over views."""
         network_in = self.model.normalization.to_network(hu_batch)
         views = DIHEDRAL_VIEWS[:self.options.self_ensemble]
-        if len(views) == 1:
-            return self._network_correction(forward, network_in, batch)
-        total = np.zeros(network_in.shape, dtype=np.float32)
-        for transpose, flips in views:
-            total += unview(self._network_correction(forward, view(network_in, transpose, flips), batch),
-                            transpose, flips)
+        total = sum(unview(self._network_correction(forward, view(network_in, *how), batch), *how)
+                    for how in views)  # each sum a new array: no runtime's output buffer is kept
         return total / np.float32(len(views))
 
     def _network_correction(self, forward: Callable, network_in: np.ndarray, batch: int) -> np.ndarray:
