@@ -59,5 +59,7 @@ def unwrap(module: nn.Module) -> nn.Module:
 
 
 def stop(processes: Processes) -> None:
+    """Leave the group together: a process that tears down gloo while a peer still talks to it aborts."""
     if processes.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
