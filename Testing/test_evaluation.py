@@ -15,6 +15,7 @@ from evaluation.data import moved
 from evaluation.sweep import flat_noise_hu, flat_soft_tissue, load_sweep
 from evaluation.sweep_report import checks
 from evaluation.tables import significance, summary
+from evaluation.weight_range import passing_weights
 from LDCTDenoiseLib.alignment import align
 from LDCTDenoiseLib.io import Volume
 from LDCTDenoiseLib.simulation import make_phantom
@@ -43,6 +44,38 @@ def test_noise_estimate_sees_the_noise_std_of_a_phantom():
     clean = make_phantom((2, 256, 256), seed=1, texture_hu=0.0).array
     noisy = clean + np.random.default_rng(1).normal(0, 30, clean.shape).astype(np.float32)
     assert estimate_noise_hu(noisy) == pytest.approx(30, rel=0.15)
+
+
+def _phantom_with_ndct_noise(ndct_noise_hu: float, added_hu: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(clean, NDCT, LDCT): a phantom, it with noise of its own, and that with more noise added."""
+    clean = make_phantom((1, 256, 256), seed=3, texture_hu=0.0).array[0]
+    rng = np.random.default_rng(3)
+    ndct = (clean + rng.normal(0, ndct_noise_hu, clean.shape)).astype(np.float32)
+    return clean, ndct, (ndct + rng.normal(0, added_hu, clean.shape)).astype(np.float32)
+
+
+def test_only_a_share_of_a_perfect_correction_passes_both_noise_checks_against_a_noisy_ndct():
+    clean, ndct, ldct = _phantom_with_ndct_noise(15.0, 10.0)
+    shares = passing_weights(ldct, clean - ldct, ndct, flat_soft_tissue(ndct), keep_noise_hu=20.0)
+    assert shares["ndct_noise_hu"] == pytest.approx(15, rel=0.1)
+    assert shares["input_noise_hu"] == pytest.approx(np.hypot(15, 10), rel=0.1)
+    assert 0 < shares["min_quiet"] < 0.4  # the input is noisier than the NDCT: some correction is needed ...
+    assert 0.4 < shares["max_not_worse"] < 1  # ... but removing the NDCT's own noise too scores below the input
+    assert shares["both"]
+    assert shares["ahead_of_bm3d"] is None  # no BM3D given
+
+
+def test_a_share_of_a_correction_is_ahead_of_bm3d_only_where_the_bm3d_image_is_worse_than_it():
+    clean, ndct, ldct = _phantom_with_ndct_noise(15.0, 40.0)
+    scan = lambda rival: passing_weights(ldct, clean - ldct, ndct, flat_soft_tissue(ndct), 20.0, rival)  # noqa: E731
+    assert scan(ldct)["ahead_of_bm3d"]  # the input itself as the rival: any useful share beats it
+    assert not scan(ndct)["ahead_of_bm3d"]  # the reference itself: nothing can
+
+
+def test_a_correction_that_removes_nothing_never_brings_the_noise_down_to_the_ndcts():
+    _, ndct, ldct = _phantom_with_ndct_noise(15.0, 10.0)
+    shares = passing_weights(ldct, np.zeros_like(ldct), ndct, flat_soft_tissue(ndct), keep_noise_hu=20.0)
+    assert shares["max_not_worse"] == 1.0 and np.isnan(shares["min_quiet"]) and not shares["both"]
 
 
 def test_the_moved_ndct_is_recovered_by_rigid_registration():
@@ -115,6 +148,10 @@ def test_quick_sweep_measures_every_method_against_the_ndct_and_checks_each_mode
     assert len(rows) == 1 + len(sweep.slices) * len(sweep.cells()) * (2 + len(sweep.models))  # + LDCT, Gaussian
     figures = [line.rsplit("](", 1)[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
     assert len(figures) == 2 and all((out / "sweep" / f).read_bytes()[:4] == b"\x89PNG" for f in figures)
+    scanned = result["weight_range"]
+    assert scanned["model"] == sweep.weight_range[0] and len(scanned["cells"]) == len(sweep.slices)  # one 20 HU cell
+    assert f"Shares of the {scanned['model']}'s correction" in text
+    assert all(cell["ahead_of_bm3d"] is None for cell in scanned["cells"])  # no BM3D in the quick sweep
 
 
 def test_flat_soft_tissue_noise_is_the_local_noise_std_and_ignores_edges():

@@ -32,6 +32,7 @@ from LDCTDenoiseLib.weights import cache_dir, load_model
 from training.baselines import best_gaussian_sigma, bm3d_available, bm3d_slices, estimate_noise_hu, gaussian_slices
 
 from .config import REPOSITORY, STUDY_FILE
+from .weight_range import passing_weights
 
 CACHE_VERSION = 2  # part of every cache key: raise it when the simulator or a method changes its output
 
@@ -59,6 +60,7 @@ class Sweep:
     figure_cell: tuple[str, str, float]  # (filter, streaks, noise) of the image figure
     bm3d: bool = True
     bm3d_from_hu: float = 0.0  # BM3D runs on cells with at least this much added noise
+    weight_range: tuple[str, float] | None = None  # (model, up to HU added): its correction's shares scanned
 
     def cells(self) -> list[tuple[str, str, float]]:
         return [(f, s, n) for f in self.filters for s in self.streaks for n in self.noise_hu]
@@ -87,6 +89,8 @@ def load_sweep(path: Path = STUDY_FILE, quick: bool = False) -> Sweep:
         figure_cell=tuple(part.get("figure", raw["figure"])),
         bm3d=bool(part.get("bm3d", True)),
         bm3d_from_hu=float(raw.get("bm3d_from_hu", 0.0)),
+        weight_range=(raw["weight_range"]["model"], float(raw["weight_range"]["up_to_hu"]))
+        if "weight_range" in raw else None,
     )
 
 
@@ -138,8 +142,10 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
                                                            keep_noise_hu=sweep.keep_noise_hu.get(name),
                                                            self_ensemble=sweep.self_ensemble.get(name, 1)))
                  for name, model in models.items()}
+    whole = {name: VolumeDenoiser(models[name], EngineOptions(device=device, precision="fp32", keep_noise_hu=0.0))
+             for name in sweep.weight_range[:1]} if sweep.weight_range else {}
     use_bm3d = sweep.bm3d and bm3d_available()
-    rows, sigmas, figure = [], {}, {}
+    rows, sigmas, figure, shares = [], {}, {}, []
     for filter_label, streak, noise_hu in sweep.cells():
         settings = sweep.settings(filter_label, streak, noise_hu)
         cell = {"filter": filter_label, "streak": streak, "noise_hu": noise_hu}
@@ -155,13 +161,14 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
             if use_bm3d and noise_hu >= sweep.bm3d_from_hu:
                 outputs["BM3D"] = cache.get({**key, "method": "bm3d"}, partial(_bm3d, ldct))
             for name, denoiser in denoisers.items():
-                views = denoiser.options.self_ensemble  # in the key only where it is set: older outputs stay valid
-                outputs[name] = cache.get({**key, "model": models[name].manifest.get("sha256", name),
-                                           "keep_noise_hu": denoiser.keep_noise_hu, "keep_rule": RULE_VERSION,
-                                           **({"self_ensemble": views} if views > 1 else {})},
-                                          partial(_denoised, denoiser, ldct))
+                outputs[name] = _model_output(cache, key, name, denoiser, ldct)
             rows += [{"slice": pair.spec.name, **cell, "method": method, **measure(image, pair)}
                      for method, image in outputs.items()]
+            for name, whole_denoiser in whole.items():
+                if 10 <= noise_hu <= sweep.weight_range[1]:
+                    correction = _model_output(cache, key, name, whole_denoiser, ldct) - ldct
+                    shares.append({"slice": pair.spec.name, **cell, **passing_weights(
+                        ldct, correction, pair.ndct, pair.flat, denoisers[name].keep_noise_hu, outputs.get("BM3D"))})
             if (filter_label, streak, noise_hu) == sweep.figure_cell:
                 figure[pair.spec.name] = {"NDCT": pair.ndct, **outputs}
     return {
@@ -173,6 +180,7 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
         "bm3d_from_hu": sweep.bm3d_from_hu,
         "figure_cell": sweep.figure_cell,
         "figure_images": figure,
+        "weight_range": {"model": sweep.weight_range[0], "cells": shares} if sweep.weight_range else None,
         "models": {name: {"path": str(sweep.models[name].relative_to(REPOSITORY)),
                           "sha256": model.manifest.get("sha256", ""),
                           "keep_noise_hu": denoisers[name].keep_noise_hu,
@@ -185,6 +193,15 @@ def measure(image: np.ndarray, pair: SlicePair) -> dict[str, float]:
     return {"psnr_soft": soft["psnr"], "ssim_soft": soft["ssim"], "psnr_full": full["psnr"],
             "ssim_full": full["ssim"], "flat_noise_hu": flat_noise_hu(image, pair.flat),
             "bias_hu": float((image[pair.flat] - pair.ndct[pair.flat]).mean())}
+
+
+def _model_output(cache: OutputCache, key: dict, name: str, denoiser: VolumeDenoiser, ldct: np.ndarray) -> np.ndarray:
+    """The denoised slice, keyed by the weights, the engine's keep-noise and rule, and its views where set."""
+    views = denoiser.options.self_ensemble  # in the key only where it is set: older outputs stay valid
+    return cache.get({**key, "model": denoiser.model.manifest.get("sha256", name),
+                      "keep_noise_hu": denoiser.keep_noise_hu, "keep_rule": RULE_VERSION,
+                      **({"self_ensemble": views} if views > 1 else {})},
+                     partial(_denoised, denoiser, ldct))
 
 
 def _bm3d(ldct: np.ndarray) -> np.ndarray:

@@ -134,6 +134,7 @@ def markdown(result: dict, figures: list[Path], seconds: float, quick: bool) -> 
     ]
     for model, tallies in checks(result).items():
         lines += [f"| {model} | {name} | {t['pass']} / {t['of']} |" for name, t in tallies.items()]
+    lines += weight_range_lines(result["weight_range"])
     for metric, label in (("psnr_soft", "PSNR gain over the input, soft tissue (dB)"),
                           ("psnr_full", "PSNR gain over the input, full range (dB)")):
         lines += ["", f"## {label}, mean over slices", "",
@@ -157,6 +158,32 @@ def markdown(result: dict, figures: list[Path], seconds: float, quick: bool) -> 
     lines += [f"![{f.stem}]({f.as_posix()})" for f in figures]
     lines += ["", "Every per-slice figure is in `sweep.csv`; settings, seeds and the checks in `sweep.json`.", ""]
     return "\n".join(lines)
+
+
+def weight_range_lines(scan: dict | None) -> list[str]:
+    """The table of ``evaluation.weight_range``: per cell, the shares of the correction each check allows."""
+    if not scan:
+        return []
+    cells = scan["cells"]
+    share = lambda value: "none" if not np.isfinite(value) else f"{value:.2f}"  # noqa: E731
+    answer = lambda flag: "-" if flag is None else ("yes" if flag else "no")  # noqa: E731
+    with_bm3d = [c for c in cells if c["ahead_of_bm3d"] is not None]
+    lines = ["", f"## Can the checks pass? Shares of the {scan['model']}'s correction", "",
+             "The keep-noise rule outputs the input plus a share w (0..1) of the network's shaped correction, so "
+             "every keep value (and any per-slice choice, an oracle's included) is one w. Scanned in steps of 0.02: "
+             "the largest w not worse than the input in both windows, the smallest w with flat noise at or below "
+             "the NDCT's, whether one w passes both, and whether one w is ahead of BM3D in both windows. "
+             f"One w passes both noise checks in {sum(c['both'] for c in cells)} of {len(cells)} cells"
+             + (f"; one w is ahead of BM3D in {sum(c['ahead_of_bm3d'] for c in with_bm3d)} of {len(with_bm3d)}."
+                if with_bm3d else "."), "",
+             "| slice | filter / streaks | added (HU) | input noise (HU) | NDCT noise (HU) | rule's w | "
+             "largest w not worse | smallest w quiet | both | a w ahead of BM3D |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {c['slice']} | {c['filter']} / {c['streak']} | {c['noise_hu']:g} | {c['input_noise_hu']:.1f} | "
+              f"{c['ndct_noise_hu']:.1f} | {c['applied']:.2f} | {share(c['max_not_worse'])} | "
+              f"{share(c['min_quiet'])} | {answer(c['both'])} | {answer(c['ahead_of_bm3d'])} |"
+              for c in sorted(cells, key=lambda c: (c["noise_hu"], c["input_noise_hu"]))]
+    return lines
 
 
 def gain_figure(result: dict, path: Path) -> Path:
