@@ -148,6 +148,8 @@ def test_quick_sweep_measures_every_method_against_the_ndct_and_checks_each_mode
     assert len(rows) == 1 + len(sweep.slices) * len(sweep.cells()) * (2 + len(sweep.models))  # + LDCT, Gaussian
     figures = [line.rsplit("](", 1)[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
     assert len(figures) == 2 and all((out / "sweep" / f).read_bytes()[:4] == b"\x89PNG" for f in figures)
+    assert sum(result["outputs"].values()) >= len(sweep.slices) * len(sweep.cells()) * (1 + len(sweep.models))
+    assert f"{result['outputs']['made']} outputs made" in text
     scanned = result["weight_range"]
     assert scanned["model"] == sweep.weight_range[0] and len(scanned["cells"]) == len(sweep.slices)  # one 20 HU cell
     assert f"Shares of the {scanned['model']}'s correction" in text

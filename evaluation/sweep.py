@@ -117,12 +117,15 @@ class OutputCache:
 
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder or cache_dir() / "evaluation-sweep"
+        self.reused = self.made = 0  # the report says how much of its run time was spent making outputs
 
     def get(self, key: dict, make: Callable[[], np.ndarray]) -> np.ndarray:
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
         path = self.folder / f"{digest}.npy"
         if path.is_file():
+            self.reused += 1
             return np.load(path)
+        self.made += 1
         array = np.asarray(make(), dtype=np.float32)
         self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_file(path) as tmp:
@@ -180,6 +183,7 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
         "bm3d_from_hu": sweep.bm3d_from_hu,
         "figure_cell": sweep.figure_cell,
         "figure_images": figure,
+        "outputs": {"made": cache.made, "reused": cache.reused},
         "weight_range": {"model": sweep.weight_range[0], "cells": shares} if sweep.weight_range else None,
         "models": {name: {"path": str(sweep.models[name].relative_to(REPOSITORY)),
                           "sha256": model.manifest.get("sha256", ""),
