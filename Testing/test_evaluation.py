@@ -7,16 +7,18 @@ import re
 
 import numpy as np
 import pytest
+import yaml
 from scipy import stats
 
 from evaluation.__main__ import main
-from evaluation.config import load_study
+from evaluation.config import STUDY_FILE, load_study
 from evaluation.data import moved
 from evaluation.sweep import flat_noise_hu, flat_soft_tissue, load_sweep
 from evaluation.sweep_report import checks
 from evaluation.tables import significance, summary
 from evaluation.weight_range import passing_weights
 from LDCTDenoiseLib.alignment import align
+from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.io import Volume
 from LDCTDenoiseLib.simulation import make_phantom
 from training.baselines import bm3d_available, estimate_noise_hu
@@ -76,6 +78,14 @@ def test_a_correction_that_removes_nothing_never_brings_the_noise_down_to_the_nd
     _, ndct, ldct = _phantom_with_ndct_noise(15.0, 10.0)
     shares = passing_weights(ldct, np.zeros_like(ldct), ndct, flat_soft_tissue(ndct), keep_noise_hu=20.0)
     assert shares["max_not_worse"] == 1.0 and np.isnan(shares["min_quiet"]) and not shares["both"]
+
+
+def test_a_sweep_scanning_a_model_it_does_not_run_is_refused_by_name(tmp_path):
+    study = yaml.safe_load(STUDY_FILE.read_text())
+    study["sweep"]["weight_range"]["model"] = "no such model"
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    with pytest.raises(InputError, match="'no such model' is not among the sweep's models"):
+        load_sweep(tmp_path / "study.yaml")
 
 
 def test_the_moved_ndct_is_recovered_by_rigid_registration():

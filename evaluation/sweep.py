@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from LDCTDenoiseLib.atomic import atomic_file
+from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.io import read_volume
 from LDCTDenoiseLib.metrics import FULL_RANGE, SOFT_TISSUE, slice_metrics
@@ -75,6 +76,9 @@ def load_sweep(path: Path = STUDY_FILE, quick: bool = False) -> Sweep:
     raw = yaml.safe_load(Path(path).read_text())["sweep"]
     part = raw["quick"] if quick else raw
     as_slice = lambda s: SweepSlice(s["name"], s["series"], int(s["index"]), s.get("what", ""))  # noqa: E731
+    scanned = raw.get("weight_range")
+    if scanned and scanned["model"] not in {m["name"] for m in raw["models"]}:
+        raise InputError(f"sweep.weight_range.model {scanned['model']!r} is not among the sweep's models")
     return Sweep(
         slices=tuple(as_slice(s) for s in part.get("slices", raw["slices"])),
         tuning=as_slice(raw["tuning"]),
@@ -89,8 +93,7 @@ def load_sweep(path: Path = STUDY_FILE, quick: bool = False) -> Sweep:
         figure_cell=tuple(part.get("figure", raw["figure"])),
         bm3d=bool(part.get("bm3d", True)),
         bm3d_from_hu=float(raw.get("bm3d_from_hu", 0.0)),
-        weight_range=(raw["weight_range"]["model"], float(raw["weight_range"]["up_to_hu"]))
-        if "weight_range" in raw else None,
+        weight_range=(scanned["model"], float(scanned["up_to_hu"])) if scanned else None,
     )
 
 
