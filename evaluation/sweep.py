@@ -148,8 +148,9 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
                                                            keep_noise_hu=sweep.keep_noise_hu.get(name),
                                                            self_ensemble=sweep.self_ensemble.get(name, 1)))
                  for name, model in models.items()}
-    whole = {name: VolumeDenoiser(models[name], EngineOptions(device=device, precision="fp32", keep_noise_hu=0.0))
-             for name in sweep.weight_range[:1]} if sweep.weight_range else {}
+    scanned, up_to_hu = sweep.weight_range or (None, 0.0)
+    whole = VolumeDenoiser(models[scanned], EngineOptions(device=device, precision="fp32", keep_noise_hu=0.0)) \
+        if scanned else None
     use_bm3d = sweep.bm3d and bm3d_available()
     rows, sigmas, figure, shares = [], {}, {}, []
     for filter_label, streak, noise_hu in sweep.cells():
@@ -170,11 +171,10 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
                 outputs[name] = _model_output(cache, key, name, denoiser, ldct)
             rows += [{"slice": pair.spec.name, **cell, "method": method, **measure(image, pair)}
                      for method, image in outputs.items()]
-            for name, whole_denoiser in whole.items():
-                if 10 <= noise_hu <= sweep.weight_range[1]:
-                    correction = _model_output(cache, key, name, whole_denoiser, ldct) - ldct
-                    shares.append({"slice": pair.spec.name, **cell, **passing_weights(
-                        ldct, correction, pair.ndct, pair.flat, denoisers[name].keep_noise_hu, outputs.get("BM3D"))})
+            if whole is not None and 10 <= noise_hu <= up_to_hu:
+                correction = _model_output(cache, key, scanned, whole, ldct) - ldct
+                shares.append({"slice": pair.spec.name, **cell, **passing_weights(
+                    ldct, correction, pair.ndct, pair.flat, denoisers[scanned].keep_noise_hu, outputs.get("BM3D"))})
             if (filter_label, streak, noise_hu) == sweep.figure_cell:
                 figure[pair.spec.name] = {"NDCT": pair.ndct, **outputs}
     return {
@@ -187,7 +187,7 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
         "figure_cell": sweep.figure_cell,
         "figure_images": figure,
         "outputs": {"made": cache.made, "reused": cache.reused},
-        "weight_range": {"model": sweep.weight_range[0], "cells": shares} if sweep.weight_range else None,
+        "weight_range": {"model": scanned, "cells": shares} if scanned else None,
         "models": {name: {"path": str(sweep.models[name].relative_to(REPOSITORY)),
                           "sha256": model.manifest.get("sha256", ""),
                           "keep_noise_hu": denoisers[name].keep_noise_hu,
