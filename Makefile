@@ -28,12 +28,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(MAKE) test-slicer-python
 
-$(SLICER_VENV)/.installed: Testing/environments/slicer-5.8.txt LDCTDenoise/LDCTDenoiseLib/requirements.py
+$(SLICER_VENV)/.installed: Testing/environments/slicer-5.8.txt LDCTDenoise/LDCTDenoiseLib/slicer/requirements.py
 	@test -n "$(SLICER_PYTHON)" || { echo "no python3.9 found: set SLICER_PYTHON=/path/to/python3.9"; exit 1; }
 	rm -rf $(SLICER_VENV)
 	$(SLICER_PYTHON) -m venv $(SLICER_VENV)
 	$(SLICER_VENV)/bin/python -m pip install --quiet -r Testing/environments/slicer-5.8.txt \
-		$$(PYTHONPATH=LDCTDenoise $(SLICER_VENV)/bin/python -m LDCTDenoiseLib.requirements)
+		$$(PYTHONPATH=LDCTDenoise $(SLICER_VENV)/bin/python -m LDCTDenoiseLib.slicer.requirements)
 	touch $@
 
 # The tests that need no torch (its CPU wheel here is for Python 3.11 only) nor slicer-core (no 3.9 wheel).

@@ -34,7 +34,7 @@ def cpu_without_native_bf16(request, monkeypatch) -> None:
     monkeypatch.delenv("LDCTDENOISE_NATIVE_BF16", raising=False)
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("openvino") is None:
         pytest.skip("needs torch and OpenVINO")
-    from LDCTDenoiseLib import openvino_runtime
+    from LDCTDenoiseLib.engine import openvino_runtime
 
     if not openvino_runtime.native_bf16():
         pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
@@ -52,7 +52,7 @@ def model_cache(tmp_path: Path, monkeypatch) -> Path:
 
 def skip_if_model_bundled() -> None:
     """A model bundled in this checkout's Resources/ is found before the cache, by design."""
-    from LDCTDenoiseLib.weights import DEFAULT_MODEL, MANIFEST_NAME
+    from LDCTDenoiseLib.models.weights import DEFAULT_MODEL, MANIFEST_NAME
 
     if any((folder / "Models" / DEFAULT_MODEL / MANIFEST_NAME).is_file() for folder in resources_dirs()):
         pytest.skip("a trained model is bundled in Resources/Models/default")
@@ -69,7 +69,7 @@ def tiny_generator(seed: int = 0):
     """A small generator whose correction is not zero (random head), for fast tests."""
     import torch
 
-    from LDCTDenoiseLib.model import Generator, GeneratorConfig
+    from LDCTDenoiseLib.networks.hu2024 import Generator, GeneratorConfig
 
     torch.manual_seed(seed)
     return Generator(GeneratorConfig(**TINY_SIZES)).eval()
@@ -77,8 +77,8 @@ def tiny_generator(seed: int = 0):
 
 @pytest.fixture
 def tiny_model_dir(tmp_path: Path) -> Path:
-    from LDCTDenoiseLib.normalization import Normalization
-    from LDCTDenoiseLib.weights import save_model
+    from LDCTDenoiseLib.models.normalization import Normalization
+    from LDCTDenoiseLib.models.weights import save_model
 
     folder = tmp_path / "tiny-model"
     save_model(tiny_generator(), folder, Normalization(), provenance={"purpose": "tests; random weights"}, name="tiny")
@@ -102,7 +102,7 @@ def small_volume(shape=(6, 40, 48), direction=None, seed: int = 0) -> Volume:
 
 def add_volume_node(scene, volume: Volume, name: str = "CT"):
     """A scalar volume node holding ``volume`` (voxels and geometry), with display nodes."""
-    from LDCTDenoiseLib.mrml_bridge import update_node_from_volume
+    from LDCTDenoiseLib.slicer.mrml_bridge import update_node_from_volume
 
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
     node.SetName(name)

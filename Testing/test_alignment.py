@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LDCTDenoiseLib.alignment import align, misalignment, resample_onto
+from LDCTDenoiseLib.compare.alignment import align, misalignment, resample_onto
 from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.io import Volume, read_volume
 from LDCTDenoiseLib.simulation import make_phantom

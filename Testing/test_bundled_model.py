@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from evaluation.sweep import flat_noise_hu, flat_soft_tissue
-from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
+from LDCTDenoiseLib.compare.metrics import FULL_RANGE, SOFT_TISSUE, psnr
+from LDCTDenoiseLib.engine.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.io import Volume, read_volume
-from LDCTDenoiseLib.metrics import FULL_RANGE, SOFT_TISSUE, psnr
+from LDCTDenoiseLib.models.weights import DEFAULT_MODEL, MANIFEST_NAME, load_model
 from LDCTDenoiseLib.resources import resources_dirs
 from LDCTDenoiseLib.simulation import ProjectionNoise, ScannerNoise, scanner_noise_hu, simulate_low_dose
-from LDCTDenoiseLib.weights import DEFAULT_MODEL, MANIFEST_NAME, load_model
 
 
 @pytest.fixture

@@ -102,8 +102,8 @@ def test_an_existing_report_folder_is_not_overwritten(simulated_pair, tmp_path, 
 
 
 def test_hu_range_regions_are_chosen_on_the_ndct_not_on_a_noisy_volume(simulated_pair):
+    from LDCTDenoiseLib.compare.report import compare, parse_roi
     from LDCTDenoiseLib.io import read_volume
-    from LDCTDenoiseLib.report import compare, parse_roi
 
     ndct, ldct = read_volume(simulated_pair / "ndct.nrrd"), read_volume(simulated_pair / "ldct.nrrd")
     report = compare(ndct, {"LDCT": ldct}, [parse_roi("soft=hu:-100,100")])

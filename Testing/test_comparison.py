@@ -7,9 +7,9 @@ import pytest
 from scipy import stats
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from LDCTDenoiseLib.comparison import compare_in_region
+from LDCTDenoiseLib.compare.comparison import compare_in_region
+from LDCTDenoiseLib.compare.metrics import FULL_RANGE, SOFT_TISSUE, psnr, slice_metrics, ssim
 from LDCTDenoiseLib.errors import InputError
-from LDCTDenoiseLib.metrics import FULL_RANGE, SOFT_TISSUE, psnr, slice_metrics, ssim
 from LDCTDenoiseLib.simulation import make_phantom
 
 

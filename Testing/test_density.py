@@ -7,7 +7,7 @@ import pytest
 from scipy.integrate import trapezoid
 from scipy.stats import gaussian_kde, norm
 
-from LDCTDenoiseLib.density import full_width_half_maximum, hu_densities
+from LDCTDenoiseLib.compare.density import full_width_half_maximum, hu_densities
 from LDCTDenoiseLib.errors import InputError
 
 

@@ -17,7 +17,7 @@ from evaluation.sweep import flat_noise_hu, flat_soft_tissue, load_sweep
 from evaluation.sweep_report import checks
 from evaluation.tables import significance, summary
 from evaluation.weight_range import passing_weights
-from LDCTDenoiseLib.alignment import align
+from LDCTDenoiseLib.compare.alignment import align
 from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.io import Volume
 from LDCTDenoiseLib.simulation import make_phantom

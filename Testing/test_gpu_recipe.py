@@ -15,14 +15,14 @@ import pytest
 from conftest import tiny_training_config
 from LDCTDenoiseLib.errors import OutputError
 from LDCTDenoiseLib.io import read_volume
-from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.models.normalization import Normalization
 from LDCTDenoiseLib.simulation.scanner import ScannerNoise, SliceProjection
 from training.checkpoint import list_checkpoints, load_checkpoint
 from training.config import DataConfig, NoiseConfig
-from training.pack import PACK_MANIFEST, pack_dataset, read_packed
+from training.pack import PACK_MANIFEST, pack_dataset
 from training.sampling import CropSpec, SlicePair, Stage1Crops
 from training.trainer import Trainer
-from training.volumes import SeriesCache
+from training.volumes import SeriesCache, read_packed
 
 
 def _pack(phantom_dataset, tmp_path, budget_mib=50.0, *overrides):

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from conftest import tiny_generator
+from LDCTDenoiseLib.engine.inference import CancelToken, EngineOptions, VolumeDenoiser, denoise_volume, resolve_device
 from LDCTDenoiseLib.errors import Cancelled, InputError
-from LDCTDenoiseLib.inference import CancelToken, EngineOptions, VolumeDenoiser, denoise_volume, resolve_device
-from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.models.normalization import Normalization
+from LDCTDenoiseLib.models.weights import LoadedModel, load_model
 from LDCTDenoiseLib.simulation import make_phantom
-from LDCTDenoiseLib.weights import LoadedModel, load_model
 
 
 @pytest.fixture
@@ -206,7 +206,7 @@ def test_a_failing_torch_compile_falls_back_to_eager_with_a_warning(model, hu, m
     monkeypatch.setattr(torch, "compile", broken_compile)
     eager = denoise_volume(hu, model, EngineOptions(compile="off"))
     denoiser = VolumeDenoiser(model, EngineOptions(batch_size=3, compile="on"))
-    with caplog.at_level("WARNING", logger="LDCTDenoiseLib.inference"):
+    with caplog.at_level("WARNING", logger="LDCTDenoiseLib.engine.inference"):
         out = denoiser(hu)
     np.testing.assert_allclose(out, eager, atol=1e-3)  # batches of 3 against 1: float rounding only
     assert denoiser.last_run["compiled"] is False

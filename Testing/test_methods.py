@@ -12,20 +12,20 @@ import torch
 
 from conftest import tiny_training_config
 from LDCTDenoiseLib.errors import WeightsError
+from LDCTDenoiseLib.models.normalization import Normalization
+from LDCTDenoiseLib.models.weights import find_model, installed_models, load_model, save_model
 from LDCTDenoiseLib.networks import ARCHITECTURES, architecture
 from LDCTDenoiseLib.networks.cyclegan import CycleGanConfig, ResnetGenerator
 from LDCTDenoiseLib.networks.pix2pix import Pix2PixConfig, Pix2PixGenerator
 from LDCTDenoiseLib.networks.structkpn import StructKPN, StructKpnConfig, local_convolution
 from LDCTDenoiseLib.networks.unet import UNet, UNetConfig
 from LDCTDenoiseLib.networks.wgan_vgg import WganVggConfig, WganVggGenerator
-from LDCTDenoiseLib.normalization import Normalization
-from LDCTDenoiseLib.weights import find_model, installed_models, load_model, save_model
 from training.config import load_config
 from training.export import export_model
 from training.losses import supervised_loss
 from training.methods import METHODS
+from training.methods.pix2pix.patchgan import FakePool, PatchGan
 from training.methods.structkpn.loss import SIGMA_L1, SIGMA_L2, structure_aware_loss, structure_weights
-from training.patchgan import FakePool, PatchGan
 from training.trainer import Trainer
 
 TINY = {
@@ -192,7 +192,7 @@ def _tiny(dataset, cache, name: str, *overrides: str):
 def test_a_few_steps_lower_each_methods_loss_on_a_fixed_batch(phantom_dataset, tmp_path, name):
     trainer = Trainer(_tiny(phantom_dataset, tmp_path / "cache", name), tmp_path / "run", quiet=True)
     batch = next(trainer._batches())
-    losses = [trainer._stage1_step(batch)["loss"] for _ in range(6)]
+    losses = [trainer.step_kind.run(trainer, [batch])["loss"] for _ in range(6)]
     assert losses[-1] < losses[0]
 
 
@@ -202,7 +202,7 @@ def test_wgan_vgg_trains_as_a_wgan_with_the_supervised_term_beside_the_adversari
     trainer = Trainer(config, tmp_path / "run", quiet=True)
     iterator = trainer._batches()
     batches = [next(iterator) for _ in range(config.optim.critic_steps)]
-    terms = [trainer._stage2_step(batches) for _ in range(4)]
+    terms = [trainer.step_kind.run(trainer, batches) for _ in range(4)]
     assert trainer.c_optimizer.param_groups[0]["lr"] == 1e-3 and trainer.g_optimizer.param_groups[0]["lr"] == 3e-3
     assert {"perceptual", "adversarial", "critic", "gp"} <= set(terms[0])
     assert terms[-1]["critic"] < terms[0]["critic"]
@@ -358,7 +358,7 @@ def test_pix2pix_steps_train_the_discriminator_then_the_generator_with_gan_plus_
     trainer = Trainer(config, tmp_path / "run", quiet=True)
     assert isinstance(trainer.critic, PatchGan) and trainer.critic.model[0].in_channels == 2
     batch = next(trainer._batches())
-    terms = [trainer._pix2pix_step(batch) for _ in range(6)]
+    terms = [trainer.step_kind.run(trainer, [batch]) for _ in range(6)]
     assert {"adversarial", "l1", "d_real", "d_fake"} <= set(terms[0])
     assert terms[0]["generator"] == pytest.approx(terms[0]["adversarial"] + 200 * terms[0]["l1"], rel=1e-5)
     assert terms[-1]["l1"] < terms[0]["l1"]
@@ -372,7 +372,7 @@ def test_cyclegan_trains_two_generators_and_two_discriminators_without_comparing
     assert type(trainer.inverse) is ResnetGenerator and isinstance(trainer.critic_x, PatchGan)
     batch = next(trainer._batches())
     before = [p.detach().clone() for p in trainer.inverse.parameters()]
-    terms = [trainer._cyclegan_step(batch) for _ in range(6)]
+    terms = [trainer.step_kind.run(trainer, [batch]) for _ in range(6)]
     assert {"adversarial", "cycle", "identity", "d_x", "d_y"} <= set(terms[0])
     assert terms[0]["generator"] == pytest.approx(
         terms[0]["adversarial"] + 20 * terms[0]["cycle"] + 10 * terms[0]["identity"], rel=1e-5)
@@ -380,7 +380,7 @@ def test_cyclegan_trains_two_generators_and_two_discriminators_without_comparing
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.inverse.parameters()))
     # a shuffled target changes nothing that pairs would: the losses see x and y only through G, F, D
     shuffled = {**batch, "target": batch["target"].flip(0)}
-    assert set(trainer._cyclegan_step(shuffled)) == set(terms[0])
+    assert set(trainer.step_kind.run(trainer, [shuffled])) == set(terms[0])
 
 
 @pytest.mark.parametrize("name", ["cyclegan-resnet", "pix2pix-unet"])
@@ -423,10 +423,10 @@ def test_the_model_card_is_drafted_from_the_manifest_with_the_exported_steps_val
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_every_network_runs_on_onnx_runtime_as_on_torch(model_cache, name):
-    from LDCTDenoiseLib import onnx_runtime
-    from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
+    from LDCTDenoiseLib.engine import onnx_runtime
+    from LDCTDenoiseLib.engine.inference import EngineOptions, VolumeDenoiser
+    from LDCTDenoiseLib.models.weights import LoadedModel
     from LDCTDenoiseLib.simulation import make_phantom
-    from LDCTDenoiseLib.weights import LoadedModel
 
     if not onnx_runtime.available():
         pytest.skip("onnxruntime and onnx are not installed")

@@ -5,7 +5,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import TINY_SIZES
-from LDCTDenoiseLib.model import (
+from LDCTDenoiseLib.networks.hu2024 import (
     CBAM,
     ChannelAttention,
     Generator,

@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 MODULE_DIR = ROOT / "LDCTDenoise"
 MODULE_FILE = MODULE_DIR / "LDCTDenoise.py"
+WIDGET_FILE = MODULE_DIR / "LDCTDenoiseLib" / "slicer" / "widget.py"  # the panel and its parameter node
 UI_FILE = ROOT / "Resources" / "UI" / "LDCTDenoise.ui"
 # Parameters with no widget connector in the wrapper: the widget synchronises them by hand, or they
 # only remember the result nodes.
@@ -32,8 +33,8 @@ def _ui_widgets() -> dict[str, ElementTree.Element]:
 
 
 def _parameters() -> dict[str, str]:
-    """The parameter node wrapper's fields and their annotations, read from the module's source."""
-    tree = ast.parse(MODULE_FILE.read_text())
+    """The parameter node wrapper's fields and their annotations, read from the panel's source."""
+    tree = ast.parse(WIDGET_FILE.read_text())
     wrapper = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LDCTDenoiseParameterNode")
     return {f.target.id: ast.unparse(f.annotation) for f in wrapper.body if isinstance(f, ast.AnnAssign)}
 
@@ -48,8 +49,16 @@ def test_the_module_file_compiles(tmp_path):
     py_compile.compile(str(MODULE_FILE), cfile=str(tmp_path / "LDCTDenoise.pyc"), doraise=True)
 
 
+def test_the_module_file_is_thin_metadata_panel_logic_and_test():
+    """SlicerNNUnet's shape: the panel, the installer and the self-test live elsewhere."""
+    tree = ast.parse(MODULE_FILE.read_text())
+    assert len(MODULE_FILE.read_text().splitlines()) <= 200
+    assert {n.name for n in tree.body if isinstance(n, ast.ClassDef)} == {
+        "LDCTDenoise", "LDCTDenoiseWidget", "LDCTDenoiseLogic", "LDCTDenoiseTest"}
+
+
 def test_every_widget_the_module_uses_exists_in_the_ui():
-    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text()))
+    used = set(re.findall(r"self\.ui\.(\w+)", WIDGET_FILE.read_text()))
     assert used, "the module uses no widget of its .ui"
     assert used - set(_ui_widgets()) == set()
 
@@ -114,7 +123,7 @@ def test_resources_are_found_in_the_checkout_and_in_the_built_layout(tmp_path, l
 def test_every_package_the_module_needs_is_a_pyproject_dependency_with_the_same_minimum():
     import tomllib
 
-    from LDCTDenoiseLib.requirements import PACKAGES, TORCH
+    from LDCTDenoiseLib.slicer.requirements import PACKAGES, TORCH
 
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     minimums = {re.split(r"[>=<]", d)[0]: d.split(">=")[1].split(",")[0] for d in dependencies if ">=" in d}
@@ -123,9 +132,10 @@ def test_every_package_the_module_needs_is_a_pyproject_dependency_with_the_same_
 
 def test_every_package_the_module_imports_is_installed_by_the_first_run_step():
     """A new import of a third-party package fails here until requirements.PACKAGES installs it."""
-    from LDCTDenoiseLib.requirements import PACKAGES, TORCH
+    from LDCTDenoiseLib.slicer.requirements import PACKAGES, TORCH
 
-    provided = {p.module for p in (*PACKAGES, TORCH)} | SLICER_APPLICATION_MODULES | {"LDCTDenoiseLib", "LDCTDenoise"}
+    provided = {p.module for p in (*PACKAGES, TORCH)} | SLICER_APPLICATION_MODULES
+    provided |= {"LDCTDenoiseLib", "LDCTDenoise", "LDCTDenoiseSelfTest"}
     imported = set()
     for path in MODULE_DIR.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

@@ -12,11 +12,15 @@ import slicer  # the slicer-core wheel (MRML without Qt), installed by `make tes
 import vtk
 
 from conftest import add_volume_node, rotated_direction, small_volume
+from LDCTDenoiseLib.compare.metrics import FULL_RANGE, SOFT_TISSUE
+from LDCTDenoiseLib.compare.report import compare
+from LDCTDenoiseLib.compare.roi import Region, box_mask, labelmap_mask
+from LDCTDenoiseLib.engine.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.errors import Cancelled, InputError, LDCTError, OutputError
-from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.io import Volume
-from LDCTDenoiseLib.metrics import FULL_RANGE, SOFT_TISSUE
-from LDCTDenoiseLib.module_logic import (
+from LDCTDenoiseLib.models.weights import load_model
+from LDCTDenoiseLib.simulation import make_phantom
+from LDCTDenoiseLib.slicer.logic import (
     CompareJob,
     DenoiseJob,
     child_python,
@@ -26,12 +30,8 @@ from LDCTDenoiseLib.module_logic import (
     export_chart,
     export_table,
 )
-from LDCTDenoiseLib.mrml_bridge import roi_box, segment_mask, volume_from_node
-from LDCTDenoiseLib.process import CANCELLED, FAILED
-from LDCTDenoiseLib.report import compare
-from LDCTDenoiseLib.roi import Region, box_mask, labelmap_mask
-from LDCTDenoiseLib.simulation import make_phantom
-from LDCTDenoiseLib.weights import load_model
+from LDCTDenoiseLib.slicer.mrml_bridge import roi_box, segment_mask, volume_from_node
+from LDCTDenoiseLib.slicer.process import CANCELLED, FAILED
 
 
 def _volume_nodes(scene) -> list:
@@ -45,7 +45,7 @@ def test_blocking_denoise_creates_a_new_node_with_the_inputs_geometry(scene, tin
     ldct.GetDisplayNode().SetAutoWindowLevel(False)
     ldct.GetDisplayNode().SetWindowLevel(400, 40)
     seen = []
-    output = denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu",
+    output = denoise(scene, ldct, weights=str(tiny_model_dir), options=EngineOptions(device="cpu"),
                      progress=lambda done, total: seen.append((done, total)))
     assert output.GetID() != ldct.GetID() and output.GetName() == "LDCT denoised"
     result = volume_from_node(output)
@@ -57,7 +57,8 @@ def test_blocking_denoise_creates_a_new_node_with_the_inputs_geometry(scene, tin
     np.testing.assert_array_equal(volume_from_node(ldct).array, volume.array)  # the input is untouched
     assert (output.GetDisplayNode().GetWindow(), output.GetDisplayNode().GetLevel()) == (400, 40)
     assert seen[-1] == (volume.array.shape[0],) * 2
-    job = denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu", wait_for_completion=False)
+    job = denoise(scene, ldct, weights=str(tiny_model_dir), wait_for_completion=False,
+                  options=EngineOptions(device="cpu"))
     assert job.wait().GetName() not in ("LDCT", "LDCT denoised")  # a second run never replaces the first's node
     assert job.status.startswith(f"Done: {volume.array.shape[0]} slices on cpu (fp32)")
 
@@ -66,7 +67,7 @@ def test_a_chosen_output_node_is_filled_and_the_input_can_never_be_the_output(sc
     ldct = add_volume_node(scene, small_volume(), "LDCT")
     chosen = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
     chosen.SetName("mine")
-    assert denoise(scene, ldct, chosen, weights=str(tiny_model_dir), device="cpu") is chosen
+    assert denoise(scene, ldct, chosen, weights=str(tiny_model_dir), options=EngineOptions(device="cpu")) is chosen
     assert volume_from_node(chosen).array.shape == small_volume().array.shape
     with pytest.raises(InputError, match="the output volume is the input volume"):
         denoise(scene, ldct, ldct, weights=str(tiny_model_dir))
@@ -78,10 +79,11 @@ def test_an_int16_ct_gives_an_int16_output_unless_float32_is_asked_for(scene, ti
     volume = small_volume()
     ldct = add_volume_node(scene, volume.with_array(volume.array.astype(np.int16)), "LDCT")
     expected = VolumeDenoiser(load_model(tiny_model_dir), EngineOptions(device="cpu"))(volume.array)
-    stored = denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu")
+    stored = denoise(scene, ldct, weights=str(tiny_model_dir), options=EngineOptions(device="cpu"))
     assert slicer.util.arrayFromVolume(stored).dtype == np.int16
     np.testing.assert_allclose(slicer.util.arrayFromVolume(stored), np.rint(expected), atol=1.0)
-    floats = denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu", output_type="float32")
+    floats = denoise(scene, ldct, weights=str(tiny_model_dir), output_type="float32",
+                     options=EngineOptions(device="cpu"))
     assert slicer.util.arrayFromVolume(floats).dtype == np.float32
     np.testing.assert_allclose(slicer.util.arrayFromVolume(floats), expected, atol=1e-3)
     with pytest.raises(InputError, match="output type"):
@@ -91,33 +93,37 @@ def test_an_int16_ct_gives_an_int16_output_unless_float32_is_asked_for(scene, ti
 def test_strength_scales_the_correction_and_names_and_marks_the_output(scene, tiny_model_dir):
     volume = small_volume()
     ldct = add_volume_node(scene, volume, "LDCT")
-    full = volume_from_node(denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu")).array
-    job = denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu", strength=0.5, wait_for_completion=False)
+    full = volume_from_node(denoise(scene, ldct, weights=str(tiny_model_dir),
+                                    options=EngineOptions(device="cpu"))).array
+    job = denoise(scene, ldct, weights=str(tiny_model_dir), wait_for_completion=False,
+                  options=EngineOptions(device="cpu", strength=0.5))
     half = job.wait()
     assert half.GetName() == "LDCT denoised 50%"
     assert (half.GetAttribute("LDCTDenoise.strength_percent"), half.GetAttribute("LDCTDenoise.model")) == ("50", "tiny")
     np.testing.assert_allclose(volume_from_node(half).array - volume.array, 0.5 * (full - volume.array), atol=1e-3)
     assert any("strength 50 %" in line for line in job.log)  # the child's own account, for the log pane
     with pytest.raises(InputError, match="strength must be between 0 and 100 %"):
-        denoise(scene, ldct, weights=str(tiny_model_dir), strength=2.0)
+        denoise(scene, ldct, weights=str(tiny_model_dir), options=EngineOptions(strength=2.0))
 
 
 def test_the_models_keep_noise_applies_in_the_child_and_zero_gives_the_whole_correction(scene, tmp_path):
     from conftest import tiny_generator
-    from LDCTDenoiseLib.normalization import Normalization
-    from LDCTDenoiseLib.weights import save_model
+    from LDCTDenoiseLib.models.normalization import Normalization
+    from LDCTDenoiseLib.models.weights import save_model
 
     kept_model = save_model(tiny_generator(), tmp_path / "kept", Normalization(), provenance={}, name="kept",
                             inference={"keep_noise_hu": 8.0}).parent
     volume = make_phantom((2, 96, 96))
     ldct = add_volume_node(scene, volume, "LDCT")
     whole = VolumeDenoiser(load_model(kept_model), EngineOptions(device="cpu", keep_noise_hu=0.0))(volume.array)
-    job = denoise(scene, ldct, weights=str(kept_model), device="cpu", output_type="float32", wait_for_completion=False)
+    job = denoise(scene, ldct, weights=str(kept_model), output_type="float32", wait_for_completion=False,
+                  options=EngineOptions(device="cpu"))
     adapted = job.wait()
     assert adapted.GetAttribute("LDCTDenoise.keep_noise_hu") == "8"
     assert "keep 8 HU: " in job.status and any("keep 8 HU of noise" in line for line in job.log)
     assert not np.allclose(volume_from_node(adapted).array, whole, atol=1e-2)
-    entire = denoise(scene, ldct, weights=str(kept_model), device="cpu", output_type="float32", keep_noise_hu=0.0)
+    entire = denoise(scene, ldct, weights=str(kept_model), output_type="float32",
+                     options=EngineOptions(device="cpu", keep_noise_hu=0.0))
     assert entire.GetAttribute("LDCTDenoise.keep_noise_hu") == "0"
     np.testing.assert_allclose(volume_from_node(entire).array, whole, atol=1e-2)
 
@@ -127,10 +133,11 @@ def test_the_self_ensemble_applies_in_the_child_and_a_bad_view_count_starts_noth
     ldct = add_volume_node(scene, volume, "LDCT")
     nodes = scene.GetNumberOfNodes()
     with pytest.raises(InputError, match="self-ensemble must be one of"):
-        denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu", self_ensemble=3)
+        denoise(scene, ldct, weights=str(tiny_model_dir), options=EngineOptions(device="cpu", self_ensemble=3))
     assert scene.GetNumberOfNodes() == nodes
     expected = VolumeDenoiser(load_model(tiny_model_dir), EngineOptions(device="cpu", self_ensemble=2))(volume.array)
-    mirrored = denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu", output_type="float32", self_ensemble=2)
+    mirrored = denoise(scene, ldct, weights=str(tiny_model_dir), output_type="float32",
+                       options=EngineOptions(device="cpu", self_ensemble=2))
     assert mirrored.GetAttribute("LDCTDenoise.self_ensemble") == "2"
     np.testing.assert_allclose(volume_from_node(mirrored).array, expected, atol=1e-2)
 
@@ -138,7 +145,8 @@ def test_the_self_ensemble_applies_in_the_child_and_a_bad_view_count_starts_noth
 def test_a_cancelled_background_run_leaves_the_scene_unchanged(scene, tiny_model_dir):
     ldct = add_volume_node(scene, small_volume(), "LDCT")
     before = scene.GetNumberOfNodes()
-    job = denoise(scene, ldct, weights=str(tiny_model_dir), device="cpu", wait_for_completion=False)
+    job = denoise(scene, ldct, weights=str(tiny_model_dir), wait_for_completion=False,
+                  options=EngineOptions(device="cpu"))
     assert isinstance(job, DenoiseJob) and job.poll() == "running"
     job.cancel()
     assert job.poll() == CANCELLED and job.output_node is None
@@ -152,7 +160,7 @@ def test_a_cancelled_background_run_leaves_the_scene_unchanged(scene, tiny_model
 def test_a_failed_run_reports_the_childs_reason_and_adds_nothing(scene, tmp_path):
     ldct = add_volume_node(scene, small_volume(), "LDCT")
     before = scene.GetNumberOfNodes()
-    job = DenoiseJob(scene, ldct, weights=str(tmp_path / "no-model"), device="cpu")
+    job = DenoiseJob(scene, ldct, weights=str(tmp_path / "no-model"), options=EngineOptions(device="cpu"))
     with pytest.raises(LDCTError, match="no model manifest"):
         job.wait()
     assert job.poll() == FAILED and "no model manifest" in job.status

@@ -3,7 +3,8 @@ real child processes. Slicer's application shell cannot run here, so the parts o
 imports are replaced by named stand-ins: ``qt`` (icon, timer), ``slicer.i18n``,
 ``slicer.parameterNodeWrapper``, ``slicer.ScriptedLoadableModule``, ``slicer.app`` (no layout
 manager, as with --no-main-window) and the PyTorch extension's ``PyTorchUtils`` (torch is installed
-here). The widget itself is covered only by the self-test inside Slicer."""
+here). The panel (``LDCTDenoiseLib.slicer.widget``) is covered only by the self-test inside Slicer; what it hands
+the engine is ``slicer.settings``, tested in ``test_engine_options.py``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 import slicer
 import slicer.util
+
+from LDCTDenoiseLib.engine.options import EngineOptions
 
 MODULE_DIR = Path(__file__).resolve().parent.parent / "LDCTDenoise"
 
@@ -85,9 +88,11 @@ def test_module_metadata_names_the_category_and_links_the_paper(module):
 
 
 def test_console_logic_denoises_blocking_and_reports_progress(module, tiny_model_dir):
-    clean, noisy = module._test_volumes()
+    from LDCTDenoiseSelfTest import _test_volumes
+
+    clean, noisy = _test_volumes()
     seen = []
-    output = module.LDCTDenoiseLogic().denoise(noisy, weights=str(tiny_model_dir), device="cpu",
+    output = module.LDCTDenoiseLogic().denoise(noisy, weights=str(tiny_model_dir), options=EngineOptions(device="cpu"),
                                                progressCallback=lambda done, total: seen.append(done))
     assert output.GetName() == "LDCT test denoised" and seen[-1] == 6
     assert slicer.util.arrayFromVolume(output).shape == slicer.util.arrayFromVolume(noisy).shape

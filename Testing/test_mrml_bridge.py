@@ -8,9 +8,10 @@ import slicer  # the slicer-core wheel (MRML without Qt), installed by `make tes
 import slicer.util
 
 from conftest import add_volume_node, rotated_direction, small_volume
-from LDCTDenoiseLib.density import hu_densities
+from LDCTDenoiseLib.compare.density import hu_densities
+from LDCTDenoiseLib.compare.roi import Box, box_mask
 from LDCTDenoiseLib.errors import InputError
-from LDCTDenoiseLib.mrml_bridge import (
+from LDCTDenoiseLib.slicer.mrml_bridge import (
     density_chart,
     new_output_node,
     roi_box,
@@ -19,7 +20,6 @@ from LDCTDenoiseLib.mrml_bridge import (
     update_node_from_volume,
     volume_from_node,
 )
-from LDCTDenoiseLib.roi import Box, box_mask
 
 
 def test_round_trip_with_a_rotated_direction_keeps_voxels_and_geometry(scene):

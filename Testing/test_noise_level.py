@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from conftest import tiny_generator
+from LDCTDenoiseLib.engine.inference import EngineOptions, VolumeDenoiser
+from LDCTDenoiseLib.engine.noise_level import adapted_correction, flat_soft_tissue, local_noise_hu, without_tissue_mean
 from LDCTDenoiseLib.errors import InputError
-from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
-from LDCTDenoiseLib.noise_level import adapted_correction, flat_soft_tissue, local_noise_hu, without_tissue_mean
-from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.models.normalization import Normalization
+from LDCTDenoiseLib.models.weights import LoadedModel
 from LDCTDenoiseLib.simulation import make_phantom
-from LDCTDenoiseLib.weights import LoadedModel
 
 
 def liver_slice() -> np.ndarray:

@@ -8,16 +8,16 @@ import pytest
 import torch
 
 from conftest import tiny_generator
-from LDCTDenoiseLib import onnx_runtime, openvino_runtime
+from LDCTDenoiseLib.compare.roi import body_mask
+from LDCTDenoiseLib.engine import onnx_runtime, openvino_runtime
+from LDCTDenoiseLib.engine.inference import EngineOptions, VolumeDenoiser, denoise_volume
 from LDCTDenoiseLib.errors import InputError
-from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser, denoise_volume
 from LDCTDenoiseLib.io import read_volume
+from LDCTDenoiseLib.models.normalization import Normalization
+from LDCTDenoiseLib.models.weights import LoadedModel, load_model
 from LDCTDenoiseLib.networks import architecture
-from LDCTDenoiseLib.normalization import Normalization
 from LDCTDenoiseLib.resources import resources_dirs
-from LDCTDenoiseLib.roi import body_mask
 from LDCTDenoiseLib.simulation import ScannerNoise, make_phantom, scanner_noise_hu
-from LDCTDenoiseLib.weights import LoadedModel, load_model
 
 pytestmark = pytest.mark.skipif(not onnx_runtime.available(), reason="onnxruntime and onnx are not installed")
 TORCH = EngineOptions(device="cpu", compile="off", runtime="torch")

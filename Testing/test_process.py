@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 
 from conftest import rotated_direction, small_volume
+from LDCTDenoiseLib.engine.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.errors import Cancelled, LDCTError
-from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.io import Volume
-from LDCTDenoiseLib.process import CANCELLED, DONE, FAILED, RUNNING, BackgroundDenoise
-from LDCTDenoiseLib.weights import load_model
+from LDCTDenoiseLib.models.weights import load_model
+from LDCTDenoiseLib.slicer.process import CANCELLED, DONE, FAILED, RUNNING, BackgroundDenoise
 
 
 def test_child_process_denoises_like_the_engine_and_keeps_geometry(tiny_model_dir):
     volume = small_volume(direction=rotated_direction(25.0))
-    run = BackgroundDenoise(volume, weights=str(tiny_model_dir), device="cpu")
+    run = BackgroundDenoise(volume, weights=str(tiny_model_dir), options=EngineOptions(device="cpu"))
     seen = []
     result = run.wait(progress=lambda done, total: seen.append((done, total)))
     assert run.state == DONE and not run.folder.exists()
@@ -32,7 +32,7 @@ def test_child_process_denoises_like_the_engine_and_keeps_geometry(tiny_model_di
 
 
 def test_cancel_kills_the_child_and_leaves_nothing(tiny_model_dir):
-    run = BackgroundDenoise(small_volume(), weights=str(tiny_model_dir), device="cpu")
+    run = BackgroundDenoise(small_volume(), weights=str(tiny_model_dir), options=EngineOptions(device="cpu"))
     run.cancel()  # the child is still importing torch
     assert run.state == CANCELLED and run.process.returncode is not None and not run.folder.exists()
     assert run.poll() == CANCELLED
@@ -41,7 +41,7 @@ def test_cancel_kills_the_child_and_leaves_nothing(tiny_model_dir):
 
 
 def test_a_failing_child_reports_its_reason(tmp_path):
-    run = BackgroundDenoise(small_volume(), weights=str(tmp_path / "no-model"), device="cpu")
+    run = BackgroundDenoise(small_volume(), weights=str(tmp_path / "no-model"), options=EngineOptions(device="cpu"))
     with pytest.raises(LDCTError, match="no model manifest"):
         run.wait()
     assert run.state == FAILED and not run.folder.exists()
@@ -75,7 +75,7 @@ def test_cancel_stops_the_whole_process_tree_of_a_launcher_that_starts_python_as
     launcher.write_text(LAUNCHER.format(python=sys.executable))
     launcher.chmod(0o755)
     slow = Volume(np.zeros((40, 256, 256), np.float32), spacing=(0.7, 0.7, 2.5))  # the bundled model: seconds
-    run = BackgroundDenoise(slow, device="cpu", python=str(launcher))
+    run = BackgroundDenoise(slow, python=str(launcher), options=EngineOptions(device="cpu"))
     deadline = time.monotonic() + 120
     while run.done == 0 and run.poll() == RUNNING and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -87,10 +87,12 @@ def test_cancel_stops_the_whole_process_tree_of_a_launcher_that_starts_python_as
 
 
 def test_the_childs_own_lines_are_kept_for_the_log_pane(tiny_model_dir):
-    run = BackgroundDenoise(small_volume(), weights=str(tiny_model_dir), device="cpu", strength=0.3)
+    run = BackgroundDenoise(small_volume(), weights=str(tiny_model_dir),
+                            options=EngineOptions(device="cpu", strength=0.3))
     run.wait()
     assert run.log[0] == "Model tiny on cpu (float32), strength 30 %, keep 0 HU of noise, 6 slices of 48 x 40"
-    mirrored = BackgroundDenoise(small_volume(), weights=str(tiny_model_dir), device="cpu", self_ensemble=2)
+    mirrored = BackgroundDenoise(small_volume(), weights=str(tiny_model_dir),
+                                 options=EngineOptions(device="cpu", self_ensemble=2))
     mirrored.wait()
     assert mirrored.log[0].endswith("keep 0 HU of noise, 2 views averaged, 6 slices of 48 x 40")
     assert not any(line.startswith(("PROGRESS", "DONE")) for line in run.log)

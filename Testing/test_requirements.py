@@ -6,8 +6,9 @@ from importlib import metadata
 
 import pytest
 
-from LDCTDenoiseLib.requirements import (
+from LDCTDenoiseLib.slicer.requirements import (
     PACKAGES,
+    FirstRunInstaller,
     Package,
     is_at_least,
     pip_arguments,
@@ -59,3 +60,42 @@ def test_pip_is_constrained_to_the_versions_slicer_ships(tmp_path):
     assert constraints.read_text().split() == [f"{name}=={metadata.version(name)}" for name in shipped]
     assert pip_arguments(["scikit-image>=0.22"], constraints) == ["--constraint", str(constraints),
                                                                  "scikit-image>=0.22"]
+
+
+class TorchLogicStandIn:
+    """The PyTorch extension's logic as the installer calls it (named stand-in: Slicer cannot run here)."""
+
+    def __init__(self, installed: bool, accept: bool = True) -> None:
+        self.installed, self.accept, self.asked = installed, accept, []
+
+    def torchInstalled(self) -> bool:
+        return self.installed
+
+    def installTorch(self, askConfirmation: bool, torchVersionRequirement: str):
+        self.asked.append(torchVersionRequirement)
+        return "torch" if self.accept else None
+
+
+def test_the_first_run_installer_asks_then_pip_installs_what_is_missing_constrained_to_slicers_packages():
+    questions, installs = [], []
+    missing = (Package("no_such_module_here", "no-such-package", "1.2"),)
+    installer = FirstRunInstaller(TorchLogicStandIn(installed=True), lambda q: questions.append(q) or True,
+                                  installs.append, missing)
+    assert installer.run(ask=True)
+    assert "no-such-package>=1.2" in questions[0]
+    assert installs[0][0] == "--constraint" and installs[0][-1] == "no-such-package>=1.2"
+
+
+def test_the_first_run_installer_changes_nothing_when_the_user_declines():
+    installs = []
+    missing = (Package("no_such_module_here", "no-such-package", "1.2"),)
+    assert not FirstRunInstaller(TorchLogicStandIn(installed=True), lambda q: False, installs.append, missing).run()
+    assert installs == []
+    declined_torch = TorchLogicStandIn(installed=False, accept=False)
+    assert not FirstRunInstaller(declined_torch, lambda q: True, installs.append, ()).run()
+    assert declined_torch.asked and installs == []
+
+
+def test_the_first_run_installer_names_the_missing_pytorch_extension():
+    with pytest.raises(RuntimeError, match="needs the PyTorch extension"):
+        FirstRunInstaller(None, lambda q: True, lambda a: None).run()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import rotated_direction
+from LDCTDenoiseLib.compare.roi import Box, body_mask, box_mask, hu_range_mask, labelmap_mask
 from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.io import Volume
-from LDCTDenoiseLib.roi import Box, body_mask, box_mask, hu_range_mask, labelmap_mask
 from LDCTDenoiseLib.simulation import make_phantom
 
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from conftest import tiny_generator
+from LDCTDenoiseLib.engine.inference import EngineOptions, VolumeDenoiser, denoise_volume
+from LDCTDenoiseLib.engine.self_ensemble import DIHEDRAL_VIEWS, unview, view
 from LDCTDenoiseLib.errors import InputError
-from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser, denoise_volume
-from LDCTDenoiseLib.normalization import Normalization
-from LDCTDenoiseLib.self_ensemble import DIHEDRAL_VIEWS, unview, view
+from LDCTDenoiseLib.models.normalization import Normalization
+from LDCTDenoiseLib.models.weights import LoadedModel
 from LDCTDenoiseLib.simulation import make_phantom
-from LDCTDenoiseLib.weights import LoadedModel
 
 
 @pytest.fixture

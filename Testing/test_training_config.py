@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from LDCTDenoiseLib.errors import InputError
-from training.config import PRESETS, load_config
+from training.config import METHOD_PRESETS, load_config
 
 
 def test_paper_stage1_preset_holds_the_papers_schedule():
@@ -37,7 +37,7 @@ def test_ablations_inherit_from_the_paper_presets():
 
 
 def test_every_bundled_preset_loads():
-    for path in PRESETS.glob("*.yaml"):
+    for path in METHOD_PRESETS.glob("*/presets/*.yaml"):
         assert load_config(path.stem).name == path.stem
 
 
@@ -51,7 +51,7 @@ def test_overrides_are_parsed_as_yaml_and_paths_resolve_against_the_current_fold
 def test_paths_in_a_config_file_are_relative_to_that_file(tmp_path):
     (tmp_path / "configs").mkdir()
     file = tmp_path / "configs" / "mine.yaml"
-    file.write_text(f"base: {PRESETS / 'tiny.yaml'}\ndata:\n  dataset: ../my-data\n")
+    file.write_text(f"base: {METHOD_PRESETS / 'hu2024' / 'presets' / 'tiny.yaml'}\ndata:\n  dataset: ../my-data\n")
     assert load_config(file).data.dataset == str((tmp_path / "my-data").resolve())
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.io import read_volume, write_volume
-from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.models.normalization import Normalization
 from LDCTDenoiseLib.simulation import ProjectionNoise, make_phantom, simulate_low_dose
 from training.config import DataConfig, NoiseConfig, Stage2Config
 from training.data import Patient, load_patients, split_patients

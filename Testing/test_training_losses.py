@@ -11,8 +11,11 @@ from skimage.metrics import structural_similarity
 
 from LDCTDenoiseLib.errors import WeightsError
 from training.config import LossConfig
-from training.critic import Critic
-from training.losses import critic_loss, gradient_penalty, ssim_loss, structure_loss, supervised_loss
+from training.losses import supervised_loss
+from training.methods.hu2024.loss import structure_loss
+from training.methods.wgan_vgg.critic import Critic
+from training.methods.wgan_vgg.loss import critic_loss, gradient_penalty
+from training.ssim import ssim_loss
 from training.vgg import VGG19_FILE, load_perceptual, vgg19_features
 
 

@@ -16,11 +16,11 @@ import torch
 import torch.multiprocessing as mp
 
 from conftest import tiny_training_config
+from LDCTDenoiseLib.engine.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.errors import Cancelled, InputError
-from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
-from LDCTDenoiseLib.model import Generator
-from LDCTDenoiseLib.normalization import Normalization
-from LDCTDenoiseLib.weights import load_model
+from LDCTDenoiseLib.models.normalization import Normalization
+from LDCTDenoiseLib.models.weights import load_model
+from LDCTDenoiseLib.networks.hu2024 import Generator
 from training import distributed
 from training.checkpoint import list_checkpoints, load_checkpoint
 from training.cli import main
@@ -52,7 +52,7 @@ def test_a_stage1_step_changes_the_weights_and_lowers_the_loss_on_a_fixed_batch(
                       tmp_path / "run", quiet=True)
     (batch,) = _fixed_batch(trainer)
     before = _weights(trainer.generator)
-    losses = [trainer._stage1_step(batch)["loss"] for _ in range(5)]
+    losses = [trainer.step_kind.run(trainer, [batch])["loss"] for _ in range(5)]
     assert _changed(before, trainer.generator)
     assert losses[-1] < losses[0]
 
@@ -63,7 +63,7 @@ def test_a_stage2_step_changes_both_networks_and_lowers_the_critic_loss_on_a_fix
     trainer = Trainer(config, tmp_path / "run", quiet=True)
     batches = _fixed_batch(trainer, config.optim.critic_steps)
     generator, critic = _weights(trainer.generator), _weights(trainer.critic)
-    critic_losses = [trainer._stage2_step(batches)["critic"] for _ in range(4)]
+    critic_losses = [trainer.step_kind.run(trainer, batches)["critic"] for _ in range(4)]
     assert _changed(generator, trainer.generator) and _changed(critic, trainer.critic)
     assert critic_losses[-1] < critic_losses[0]
 

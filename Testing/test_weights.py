@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from conftest import TINY_SIZES, skip_if_model_bundled, tiny_generator
-from LDCTDenoiseLib import weights
 from LDCTDenoiseLib.errors import NoModelError, WeightsError
-from LDCTDenoiseLib.model import Generator, GeneratorConfig
-from LDCTDenoiseLib.normalization import Normalization
-from LDCTDenoiseLib.weights import MANIFEST_NAME, WEIGHTS_NAME, find_model, load_model, save_model, sha256_of
+from LDCTDenoiseLib.models import weights
+from LDCTDenoiseLib.models.normalization import Normalization
+from LDCTDenoiseLib.models.weights import MANIFEST_NAME, WEIGHTS_NAME, find_model, load_model, save_model, sha256_of
+from LDCTDenoiseLib.networks.hu2024 import Generator, GeneratorConfig
 
 
 def test_saved_model_loads_with_same_weights_config_and_normalisation(tmp_path):

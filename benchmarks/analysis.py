@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from LDCTDenoiseLib.comparison import compare_in_region
-from LDCTDenoiseLib.density import hu_densities
+from LDCTDenoiseLib.compare.comparison import compare_in_region
+from LDCTDenoiseLib.compare.density import hu_densities
+from LDCTDenoiseLib.compare.roi import Box, box_mask, hu_range_mask
 from LDCTDenoiseLib.io import read_volume
-from LDCTDenoiseLib.roi import Box, box_mask, hu_range_mask
 from LDCTDenoiseLib.simulation import make_phantom
 
 DEFAULT_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct" / "thorax-141"

@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from LDCTDenoiseLib import onnx_runtime
-from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
+from LDCTDenoiseLib.compare.metrics import SOFT_TISSUE, slice_metrics
+from LDCTDenoiseLib.compare.roi import body_mask
+from LDCTDenoiseLib.engine import onnx_runtime
+from LDCTDenoiseLib.engine.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.io import read_volume
-from LDCTDenoiseLib.metrics import SOFT_TISSUE, slice_metrics
-from LDCTDenoiseLib.roi import body_mask
+from LDCTDenoiseLib.models.weights import CACHE_ENV, load_model
 from LDCTDenoiseLib.simulation import ScannerNoise, scanner_noise_hu
-from LDCTDenoiseLib.weights import CACHE_ENV, load_model
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct"
 HELD_OUT = [("thorax-141", 70), ("lidc-idri/LIDC-IDRI-0003", 5)]

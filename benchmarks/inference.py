@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
+from LDCTDenoiseLib.engine.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.io import read_volume
-from LDCTDenoiseLib.model import Generator
-from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.models.normalization import Normalization
+from LDCTDenoiseLib.models.weights import LoadedModel, load_model
+from LDCTDenoiseLib.networks.hu2024 import Generator
 from LDCTDenoiseLib.simulation import make_phantom
-from LDCTDenoiseLib.weights import LoadedModel, load_model
 
 CONFIGS = {
     "cpu": [

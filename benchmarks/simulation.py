@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from LDCTDenoiseLib.io import read_volume
-from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.models.normalization import Normalization
 from LDCTDenoiseLib.simulation import ScannerNoise, scanner_noise_hu
 from training.config import DataConfig, NoiseConfig
 from training.sampling import CropSpec, SlicePair, Stage1Crops

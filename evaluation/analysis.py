@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from LDCTDenoiseLib.alignment import describe_transform
-from LDCTDenoiseLib.metrics import SOFT_TISSUE
-from LDCTDenoiseLib.report import ComparisonReport, compare
+from LDCTDenoiseLib.compare.alignment import describe_transform
+from LDCTDenoiseLib.compare.metrics import SOFT_TISSUE
+from LDCTDenoiseLib.compare.report import ComparisonReport, compare
 from training.baselines import best_gaussian_sigma
 
 from .config import Study

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from LDCTDenoiseLib.compare.roi import Box
 from LDCTDenoiseLib.errors import InputError
-from LDCTDenoiseLib.roi import Box
 
 STUDY_FILE = Path(__file__).with_name("study.yaml")
 REPOSITORY = Path(__file__).resolve().parent.parent

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from LDCTDenoiseLib.alignment import grid_image
+from LDCTDenoiseLib.compare.alignment import grid_image
+from LDCTDenoiseLib.compare.roi import Region, body_mask, box_mask
 from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.io import Volume, read_volume
-from LDCTDenoiseLib.roi import Region, body_mask, box_mask
 from LDCTDenoiseLib.simulation import ProjectionNoise, simulate_low_dose
 
 from .config import CaseSpec, Study

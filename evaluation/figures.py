@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from LDCTDenoiseLib.metrics import SOFT_TISSUE
-from LDCTDenoiseLib.report import plot_densities, slug
+from LDCTDenoiseLib.compare.metrics import SOFT_TISSUE
+from LDCTDenoiseLib.compare.report import plot_densities, slug
 
 from .analysis import CaseResult
 

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from LDCTDenoiseLib.io import read_volume
+from LDCTDenoiseLib.models.weights import load_model
 from LDCTDenoiseLib.simulation.scanner import ScannerNoise, scanner_noise_hu
-from LDCTDenoiseLib.weights import load_model
 from training.methods.structkpn.loss import structure_weights
 
 from .figures import _pyplot

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
-from LDCTDenoiseLib.weights import load_model
+from LDCTDenoiseLib.engine.inference import EngineOptions, VolumeDenoiser
+from LDCTDenoiseLib.models.weights import load_model
 from training.baselines import bm3d_available, bm3d_slices, estimate_noise_hu, gaussian_slices
 from training.checkpoint import is_exported_model
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from LDCTDenoiseLib.atomic import atomic_folder
-from LDCTDenoiseLib.metrics import FULL_RANGE, SOFT_TISSUE
-from LDCTDenoiseLib.report import json_default, slug, write_csv
+from LDCTDenoiseLib.compare.metrics import FULL_RANGE, SOFT_TISSUE
+from LDCTDenoiseLib.compare.report import json_default, slug, write_csv
 
 from .analysis import StudyResult
 from .config import REPOSITORY

@@ -22,14 +22,14 @@ import numpy as np
 import yaml
 
 from LDCTDenoiseLib.atomic import atomic_file
+from LDCTDenoiseLib.compare.metrics import FULL_RANGE, SOFT_TISSUE, slice_metrics
+from LDCTDenoiseLib.engine.inference import EngineOptions, VolumeDenoiser
+from LDCTDenoiseLib.engine.noise_level import RULE_VERSION, flat_soft_tissue
+from LDCTDenoiseLib.engine.noise_level import local_noise_hu as flat_noise_hu
 from LDCTDenoiseLib.errors import InputError
-from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.io import read_volume
-from LDCTDenoiseLib.metrics import FULL_RANGE, SOFT_TISSUE, slice_metrics
-from LDCTDenoiseLib.noise_level import RULE_VERSION, flat_soft_tissue
-from LDCTDenoiseLib.noise_level import local_noise_hu as flat_noise_hu
+from LDCTDenoiseLib.models.weights import cache_dir, load_model
 from LDCTDenoiseLib.simulation.scanner import ScannerNoise, scanner_noise_hu
-from LDCTDenoiseLib.weights import cache_dir, load_model
 from training.baselines import best_gaussian_sigma, bm3d_available, bm3d_slices, estimate_noise_hu, gaussian_slices
 
 from .config import REPOSITORY, STUDY_FILE

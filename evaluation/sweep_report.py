@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from LDCTDenoiseLib.atomic import atomic_folder
-from LDCTDenoiseLib.metrics import SOFT_TISSUE
-from LDCTDenoiseLib.report import slug, write_csv
+from LDCTDenoiseLib.compare.metrics import SOFT_TISSUE
+from LDCTDenoiseLib.compare.report import slug, write_csv
 
 from .figures import _pyplot
 from .report import _commit, _finite, _machine

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from LDCTDenoiseLib.comparison import means_by_method, paired_t_tests
-from LDCTDenoiseLib.metrics import Window
+from LDCTDenoiseLib.compare.comparison import means_by_method, paired_t_tests
+from LDCTDenoiseLib.compare.metrics import Window
 
 from .analysis import CaseResult
 from .data import BODY

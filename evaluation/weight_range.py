@@ -1,6 +1,6 @@
 """Which share of a model's correction passes both "not worse than the input" and "flat noise <= NDCT's".
 
-The engine's keep-noise rule (``LDCTDenoiseLib.noise_level``) gives each slice one share ``w`` (0 to 1)
+The engine's keep-noise rule (``LDCTDenoiseLib.engine.noise_level``) gives each slice one share ``w`` (0 to 1)
 of the network's shaped correction, so every keep value, and any rule of that form down to a
 per-slice oracle, outputs ``ldct + w * correction``. Scanning ``w`` on each held-out cell shows
 where the two acceptance checks can pass together at all, and where they exclude each other (the
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from LDCTDenoiseLib.metrics import DEFAULT_WINDOWS, psnr
-from LDCTDenoiseLib.noise_level import adapted_correction, local_noise_hu
+from LDCTDenoiseLib.compare.metrics import DEFAULT_WINDOWS, psnr
+from LDCTDenoiseLib.engine.noise_level import adapted_correction, local_noise_hu
 
 WEIGHTS = np.linspace(0.0, 1.0, 51)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from LDCTDenoiseLib.compare.metrics import SOFT_TISSUE, psnr
+from LDCTDenoiseLib.compare.roi import BODY_HU
 from LDCTDenoiseLib.errors import InputError
-from LDCTDenoiseLib.metrics import SOFT_TISSUE, psnr
-from LDCTDenoiseLib.roi import BODY_HU
 
 SIGMAS_PX = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 BM3D_SCALE_HU = 4096.0  # BM3D runs on HU / 4096 (the model's normalised range); sigma is scaled alike

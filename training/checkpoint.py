@@ -13,8 +13,8 @@ import torch
 
 from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.errors import InputError, WeightsError
+from LDCTDenoiseLib.models.weights import MANIFEST_NAME, load_model
 from LDCTDenoiseLib.networks import DEFAULT_ARCHITECTURE
-from LDCTDenoiseLib.weights import MANIFEST_NAME, load_model
 
 CHECKPOINTS = "checkpoints"
 PATTERN = re.compile(r"step-(\d+)\.pt$")

@@ -60,7 +60,7 @@ def methods_command(args: argparse.Namespace) -> None:
     for entry in METHODS.values():
         print(f"{entry.name} ({entry.architecture}): {entry.summary}")
         print(f"    {entry.reference}")
-        presets = ", ".join(entry.presets) or "training/presets (paper-stage1, paper-stage2, cpu-*, gpu-*)"
+        presets = ", ".join(entry.presets) or "none"
         print(f"    presets: {presets}")
 
 
@@ -187,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--config", required=True, help="YAML file or preset name (training/presets)")
+    command.add_argument("--config", required=True, help="YAML file or preset name (training/methods/<name>/presets)")
     command.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. schedule.epochs=10"
     )

@@ -17,7 +17,6 @@ import yaml
 from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.networks import DEFAULT_ARCHITECTURE, architecture
 
-PRESETS = Path(__file__).resolve().parent / "presets"
 METHOD_PRESETS = Path(__file__).resolve().parent / "methods"  # <method>/presets/*.yaml
 PATH_KEYS = {("data", "dataset"), ("data", "cache"), ("loss", "vgg_weights"), ("init_from",)}
 STAGES = ("stage1", "stage2", "gan", "pix2pix", "cyclegan")  # what each trains on: TrainConfig.stage
@@ -162,10 +161,10 @@ def preset_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
-    for bundled in [PRESETS / f"{name_or_path}.yaml", *METHOD_PRESETS.glob(f"*/presets/{name_or_path}.yaml")]:
+    for bundled in METHOD_PRESETS.glob(f"*/presets/{name_or_path}.yaml"):
         if bundled.is_file():
             return bundled
-    names = ", ".join(sorted(p.stem for p in [*PRESETS.glob("*.yaml"), *METHOD_PRESETS.glob("*/presets/*.yaml")]))
+    names = ", ".join(sorted(p.stem for p in METHOD_PRESETS.glob("*/presets/*.yaml")))
     raise InputError(f"no config file {path} and no bundled preset of that name (presets: {names})")
 
 

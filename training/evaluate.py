@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from LDCTDenoiseLib.comparison import METRICS, means_by_method, paired_t_tests
+from LDCTDenoiseLib.compare.comparison import METRICS, means_by_method, paired_t_tests
+from LDCTDenoiseLib.compare.metrics import DEFAULT_WINDOWS, slice_metrics
+from LDCTDenoiseLib.engine.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.errors import InputError
-from LDCTDenoiseLib.inference import EngineOptions, VolumeDenoiser
-from LDCTDenoiseLib.metrics import DEFAULT_WINDOWS, slice_metrics
-from LDCTDenoiseLib.normalization import Normalization
-from LDCTDenoiseLib.weights import MANIFEST_NAME, LoadedModel, load_model
+from LDCTDenoiseLib.models.normalization import Normalization
+from LDCTDenoiseLib.models.weights import MANIFEST_NAME, LoadedModel, load_model
 
 from .baselines import best_gaussian_sigma, gaussian_slices
 from .checkpoint import CHECKPOINTS, is_exported_model, load_checkpoint

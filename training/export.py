@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from LDCTDenoiseLib.errors import InputError, WeightsError
+from LDCTDenoiseLib.models.normalization import Normalization
+from LDCTDenoiseLib.models.weights import DEFAULT_MODEL, save_model, sha256_of
 from LDCTDenoiseLib.networks import architecture
-from LDCTDenoiseLib.normalization import Normalization
-from LDCTDenoiseLib.weights import DEFAULT_MODEL, save_model, sha256_of
 
 from .checkpoint import checkpoint_architecture, load_checkpoint, run_folder
 from .methods import method
@@ -35,7 +35,7 @@ def export_model(
 ) -> Path:
     """Write ``out/manifest.json`` + ``out/generator.safetensors``; returns the manifest path.
 
-    ``keep_noise_hu`` (the engine's default for this model, ``LDCTDenoiseLib.noise_level``) is chosen on
+    ``keep_noise_hu`` (the engine's default for this model, ``LDCTDenoiseLib.engine.noise_level``) is chosen on
     validation slices: the value with the best PSNR gain over light to heavy doses.
     """
     state = load_checkpoint(checkpoint)

@@ -20,8 +20,8 @@ import numpy as np
 
 from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.io import Volume, read_volume, write_volume
-from LDCTDenoiseLib.normalization import Normalization
-from LDCTDenoiseLib.weights import find_model
+from LDCTDenoiseLib.models.normalization import Normalization
+from LDCTDenoiseLib.models.weights import find_model
 
 from .config import load_config
 from .data import load_patients

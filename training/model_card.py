@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from LDCTDenoiseLib.atomic import write_atomically
-from LDCTDenoiseLib.weights import load_model
+from LDCTDenoiseLib.models.weights import load_model
 
 
 def model_card(folder: str | Path, title: str = "", good: str = "", bad: str = "") -> str:

@@ -87,17 +87,6 @@ def pack_dataset(config: TrainConfig, out: Path, budget_mib: float, cache: Serie
     return packed
 
 
-def read_packed(path: Path) -> dict[str, np.ndarray]:
-    """One packed series: ``hu`` (float32), ``spacing``, ``origin``, ``direction`` (9 values)."""
-    with np.load(path) as packed:
-        missing = {"hu", "spacing", "origin", "direction"} - set(packed.files)
-        if missing:
-            raise InputError(f"{path} is not a packed series (it lacks {sorted(missing)}); "
-                             "make it with ldct-train pack")
-        return {"hu": packed["hu"].astype(np.float32), "spacing": packed["spacing"], "origin": packed["origin"],
-                "direction": packed["direction"]}
-
-
 def travelling_mib(repository: Path) -> float:
     """MiB of the files that go to a lent device: tracked and untracked files git does not ignore."""
     try:

@@ -14,7 +14,7 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset, Sampler
 
-from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.models.normalization import Normalization
 from LDCTDenoiseLib.simulation.scanner import FILTERS, ScannerRanges, SliceProjection
 
 from .config import DataConfig, NoiseConfig, Stage2Config

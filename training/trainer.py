@@ -1,10 +1,8 @@
 """The training loop of every method and stage: data, optimisation, checkpoints, exact resume, logs, validation.
 
-A step of stage 1 is one generator update on one batch. A step of stage 2 (unaligned pairs) or of
-``gan`` (aligned pairs, supervised terms beside the adversarial one: WGAN-VGG, WGAN-MSE) is
-``critic_steps`` critic updates, each on a fresh batch, then one generator update on the last batch.
-A step of ``pix2pix`` (aligned) is one discriminator then one generator update on one batch; of
-``cyclegan`` (unaligned) one update of both generators, then one of both discriminators.
+What one step does is its method's (``training.methods.<name>.step``, found by stage through
+``training.methods.training_step``): stage 1 one supervised update, stage 2 and ``gan`` WGAN-GP with
+``critic_steps`` critic batches a step, ``pix2pix`` and ``cyclegan`` their adversarial steps.
 An epoch is ``epoch_samples / batch`` steps; learning rates decay every ``lr_step_epochs`` epochs.
 """
 
@@ -22,29 +20,23 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from LDCTDenoiseLib.atomic import atomic_file
+from LDCTDenoiseLib.engine.inference import resolve_device, resolve_precision
 from LDCTDenoiseLib.errors import Cancelled, InputError
-from LDCTDenoiseLib.inference import resolve_device, resolve_precision
+from LDCTDenoiseLib.models.normalization import Normalization
 from LDCTDenoiseLib.networks import Architecture, architecture
-from LDCTDenoiseLib.normalization import Normalization
 from LDCTDenoiseLib.simulation.scanner import FILTERS
 
 from . import distributed
 from .checkpoint import generator_state, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import STAGES, UNALIGNED_STAGES, TrainConfig, save_config
-from .critic import Critic
 from .data import Patient, load_patients, split_patients
-from .losses import critic_loss, generator_adversarial_loss, structure_loss, supervised_loss
-from .methods import method
-from .methods.cyclegan import loss as cyclegan_loss
-from .methods.pix2pix import loss as pix2pix_loss
-from .patchgan import FakePool, PatchGan
+from .methods import method, training_step
 from .sampling import SAMPLE_FIELDS, CropSpec, Stage1Crops, Stage2Pairs, StepBatches
 from .validation import Validator
 from .vgg import load_perceptual
 from .volumes import SeriesCache, training_volumes
 
 BEST = "best.pt"  # the run's best validated state
-WASSERSTEIN = ("stage2", "gan")  # the WGAN-GP critic, critic_steps batches a step
 
 
 class Trainer:
@@ -56,6 +48,7 @@ class Trainer:
         if config.stage not in STAGES:
             raise InputError(f"stage must be one of {STAGES}; got {config.stage!r}")
         method(config.method)
+        self.step_kind = training_step(config.stage)
         if config.data.dataset is None:
             raise InputError("no dataset: set data.dataset in the config or pass --set data.dataset=PATH")
         self.config, self.run, self.quiet = config, Path(run), quiet
@@ -140,78 +133,15 @@ class Trainer:
     # --- one step -------------------------------------------------------------------------------
 
     def _train_step(self, batches: Iterator[dict]) -> dict[str, float]:
-        if self.config.stage in WASSERSTEIN:
-            return self._stage2_step([next(batches) for _ in range(self.config.optim.critic_steps)])
-        step = {"stage1": self._stage1_step, "pix2pix": self._pix2pix_step, "cyclegan": self._cyclegan_step}
-        return step[self.config.stage](next(batches))
+        return self.step_kind.run(self, [next(batches) for _ in range(self.step_kind.batches(self.config))])
 
-    def _stage1_step(self, batch: dict) -> dict[str, float]:
-        if "params" in batch and self.processes.is_main:
-            self._record_samples(batch["params"])
-        noisy, clean = batch["input"].to(self.device), batch["target"].to(self.device)
-        with self._autocast():
-            terms = supervised_loss(self.generator(noisy).float(), clean, self.config.loss, self.features)
-        self._update(self.g_optimizer, terms["loss"])
-        return _floats(terms)
-
-    def _stage2_step(self, batches: list[dict]) -> dict[str, float]:
-        weights = self.config.loss
-        for batch in batches:
-            noisy, clean = batch["input"].to(self.device), batch["target"].to(self.device)
-            with torch.no_grad(), self._autocast():
-                fake = self.generator(noisy).float()
-            epsilon = torch.rand(clean.shape[0], 1, 1, 1, generator=self.epsilon_rng).to(self.device)
-            critic_terms = critic_loss(self.critic, clean, fake, epsilon, weights.gradient_penalty)
-            self._update(self.c_optimizer, critic_terms["critic"])
-        with self._autocast():
-            fake = self.generator(noisy).float()
-            adversarial = generator_adversarial_loss(self.critic, fake)
-            loss = weights.adversarial * adversarial
-            if weights.structure > 0:
-                loss = loss + weights.structure * structure_loss(fake, noisy, weights.structure_sigma_px)
-            supervised = {}
-            if self.config.stage == "gan":  # aligned pairs: the supervised terms apply to the last batch
-                supervised = supervised_loss(fake, clean, weights, self.features)
-                loss = loss + supervised.pop("loss")
-        self._update(self.g_optimizer, loss)
-        return _floats({"generator": loss, "adversarial": adversarial, **critic_terms, **supervised})
-
-    def _pix2pix_step(self, batch: dict) -> dict[str, float]:
-        """Pix2Pix's order: the discriminator on the detached fake, then the generator against it."""
-        noisy, clean = batch["input"].to(self.device), batch["target"].to(self.device)
-        with self._autocast():
-            fake = self.generator(noisy).float()
-        judged = pix2pix_loss.discriminator_loss(self.critic, noisy, clean, fake)
-        self._update(self.c_optimizer, judged.pop("critic"))
-        with self._autocast():
-            adversarial = pix2pix_loss.generator_gan_loss(self.critic, noisy, fake)
-            supervised = supervised_loss(fake, clean, self.config.loss, self.features)
-            loss = self.config.loss.adversarial * adversarial + supervised.pop("loss")
-        self._update(self.g_optimizer, loss)
-        return _floats({"generator": loss, "adversarial": adversarial, **supervised, **judged})
-
-    def _cyclegan_step(self, batch: dict) -> dict[str, float]:
-        """CycleGAN's order: both generators, then both discriminators on (pooled) fakes."""
-        x, y = batch["input"].to(self.device), batch["target"].to(self.device)
-        weights = self.config.loss
-        with self._autocast():
-            terms = cyclegan_loss.generator_terms(self.generator, self.inverse, self.critic, self.critic_x, x, y,
-                                                  weights.cycle, weights.identity)
-        fake_y, fake_x = terms.pop("fake_y"), terms.pop("fake_x")
-        self._update(self.g_optimizer, terms["loss"])
-        with self._autocast():
-            judged_y = cyclegan_loss.discriminator_loss(self.critic, y, self.pools[0](fake_y))
-            judged_x = cyclegan_loss.discriminator_loss(self.critic_x, x, self.pools[1](fake_x))
-        self._update(self.c_optimizer, judged_y + judged_x)
-        return _floats({"generator": terms.pop("loss"), **terms, "d_y": judged_y, "d_x": judged_x})
-
-    def _update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    def update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
 
-    def _autocast(self):
+    def autocast(self):
         if self.amp_dtype is None:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
@@ -259,7 +189,7 @@ class Trainer:
         patience = self.config.schedule.early_stop_patience
         return patience > 0 and self.best["stale"] >= patience
 
-    def _record_samples(self, params: torch.Tensor) -> None:
+    def record_samples(self, params: torch.Tensor) -> None:
         """samples.csv: the noise recipe each crop of this step drew (scanner noise)."""
         path = self.run / "samples.csv"
         new = not path.exists()
@@ -358,7 +288,7 @@ class Trainer:
                 )
             generator.load_state_dict(state)
         self.epsilon_rng = torch.Generator().manual_seed(config.seed * 1000 + self.processes.rank)
-        self.generator = self._wrap(generator)
+        self.generator = self.wrap(generator)
         self._build_adversaries(entry)
         self._training_mode()
         self._build_optimizers()
@@ -367,17 +297,10 @@ class Trainer:
             self.features = load_perceptual(config.loss.vgg_weights, config.loss.vgg_layers).to(self.device)
 
     def _build_adversaries(self, entry: Architecture) -> None:
-        """The stage's critic or discriminator; for CycleGAN also F (NDCT to LDCT), D_X and the pools of fakes."""
-        config = self.config
+        """The stage's critic or discriminator (and what else its method trains against), set by its step."""
         self.inverse, self.critic, self.critic_x = None, None, None
-        critics = {"stage2": lambda: Critic(config.data.crop), "gan": lambda: Critic(config.data.crop),
-                   "pix2pix": lambda: PatchGan(2, norm="batch"), "cyclegan": lambda: PatchGan(1, norm="instance")}
-        if config.stage in critics:
-            self.critic = self._wrap(critics[config.stage]())
-        if config.stage == "cyclegan":
-            self.inverse = self._wrap(entry.build(config.network_config))
-            self.critic_x = self._wrap(PatchGan(1, norm="instance"))
-            self.pools = [FakePool(config.optim.fake_pool, self.epsilon_rng) for _ in range(2)]
+        if self.step_kind.adversaries is not None:
+            self.step_kind.adversaries(self, entry)
 
     def _build_optimizers(self) -> None:
         """Adam over the generators, and over the critics if any; one step-decay schedule each."""
@@ -394,7 +317,7 @@ class Trainer:
             optimizers.append(self.c_optimizer)
         self.schedulers = [torch.optim.lr_scheduler.StepLR(o, optim.lr_step_epochs, optim.lr_gamma) for o in optimizers]
 
-    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
         return distributed.wrap(module.to(self.device), self.processes, self.device)
 
     def _split(self) -> dict[str, list[Patient]]:
@@ -413,7 +336,7 @@ class Trainer:
             dataset = Stage2Pairs(volumes, crops, config.stage2, config.noise, config.data)
         else:
             dataset = Stage1Crops(volumes, crops, config.noise, config.data)
-        per_step = config.optim.critic_steps if config.stage in WASSERSTEIN else 1
+        per_step = self.step_kind.batches(config)
         sampler = StepBatches(
             config.schedule.batch,
             self.step * per_step,
@@ -431,11 +354,6 @@ class Trainer:
             multiprocessing_context="spawn" if simulates_on_gpu else None,  # CUDA cannot cross a fork
         )
         return iter(loader)
-
-
-def _floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
-    """A step's reported terms as plain numbers (for the log and the progress bar)."""
-    return {name: float(value.detach()) for name, value in terms.items()}
 
 
 def _tensorboard(run: Path):

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from LDCTDenoiseLib.metrics import DEFAULT_WINDOWS, slice_metrics
-from LDCTDenoiseLib.model import Generator
-from LDCTDenoiseLib.normalization import Normalization
+from LDCTDenoiseLib.compare.metrics import DEFAULT_WINDOWS, slice_metrics
+from LDCTDenoiseLib.models.normalization import Normalization
+from LDCTDenoiseLib.networks.hu2024 import Generator
 from LDCTDenoiseLib.simulation.scanner import ScannerNoise, scanner_noise_hu
 
 from .config import TrainConfig

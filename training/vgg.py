@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from LDCTDenoiseLib.errors import WeightsError
-from LDCTDenoiseLib.weights import cache_dir
+from LDCTDenoiseLib.models.weights import cache_dir
 
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"

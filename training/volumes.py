@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from LDCTDenoiseLib.alignment import resample_onto
 from LDCTDenoiseLib.atomic import atomic_file
+from LDCTDenoiseLib.compare.alignment import resample_onto
+from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.io import Volume, read_volume
+from LDCTDenoiseLib.models.weights import cache_dir
 from LDCTDenoiseLib.simulation.noise import ProjectionNoise, simulate_low_dose
-from LDCTDenoiseLib.weights import cache_dir
 
 from .config import UNALIGNED_STAGES, NoiseConfig, TrainConfig
 from .data import Patient
@@ -77,8 +78,6 @@ class SeriesCache:
 
     def _decoded(self, path: Path) -> Series:
         if path.suffix == ".npz":  # a packed series (training/pack.py): already HU arrays, nothing to decode
-            from .pack import read_packed
-
             packed = read_packed(path)
             return Series(packed["hu"], tuple(packed["spacing"]), tuple(packed["origin"]), tuple(packed["direction"]))
         folder = self._entry(path)
@@ -110,6 +109,17 @@ class SeriesCache:
             origin=tuple(geometry["origin"]),
             direction=tuple(geometry["direction"]),
         )
+
+
+def read_packed(path: Path) -> dict[str, np.ndarray]:
+    """One packed series: ``hu`` (float32), ``spacing``, ``origin``, ``direction`` (9 values)."""
+    with np.load(path) as packed:
+        missing = {"hu", "spacing", "origin", "direction"} - set(packed.files)
+        if missing:
+            raise InputError(f"{path} is not a packed series (it lacks {sorted(missing)}); "
+                             "make it with ldct-train pack")
+        return {"hu": packed["hu"].astype(np.float32), "spacing": packed["spacing"], "origin": packed["origin"],
+                "direction": packed["direction"]}
 
 
 def _fingerprint(path: Path) -> str:

@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .alignment import REGISTRATIONS
+from .compare.alignment import REGISTRATIONS
+from .compare.metrics import DEFAULT_WINDOWS, Window
+from .engine.inference import VolumeDenoiser
+from .engine.noise_level import applied_summary
+from .engine.options import add_engine_arguments, options_from_args
 from .errors import InputError, LDCTError, OutputError
-from .inference import COMPILE_MODES, PRECISIONS, RUNTIMES, EngineOptions, VolumeDenoiser
 from .io import Volume, check_output_format, read_volume, write_volume
-from .launcher import signals_answered
-from .metrics import DEFAULT_WINDOWS, Window
-from .noise_level import applied_summary
+from .models.weights import find_model, install_model, installed_models, model_search_paths
+from .signals import signals_answered
 from .simulation import FILTERS, ProjectionNoise, ScannerNoise, make_phantom, simulate_low_dose
-from .weights import find_model, install_model, installed_models, model_search_paths
 
 # The demo's low-dose scan: about a quarter dose on a clinical scanner (40 HU more noise at the body
 # centre, a standard kernel, 984 views, bowtie and tube-current modulation).
@@ -48,7 +49,7 @@ def denoise_command(args: argparse.Namespace) -> dict:
     model = find_model(args.weights)
     volume = read_volume(args.input, args.series, args.strict_geometry)
     _print_notes(volume)
-    denoiser = VolumeDenoiser(model, _engine_options(args))
+    denoiser = VolumeDenoiser(model, options_from_args(args))
     denoised = _with_progress(denoiser, volume, "denoising", args.quiet)
     written = write_volume(denoiser.labelled(volume, denoised), args.output, denoiser.description)
     return {
@@ -90,7 +91,7 @@ def phantom_command(args: argparse.Namespace) -> dict:
 
 
 def compare_command(args: argparse.Namespace) -> dict:
-    from .report import body_region, compare, parse_roi, write_report
+    from .compare.report import body_region, compare, parse_roi, write_report
 
     if not args.volume:
         raise InputError("give the volumes to compare with --volume NAME=PATH (the first sets the grid: the LDCT)")
@@ -119,7 +120,7 @@ def compare_command(args: argparse.Namespace) -> dict:
 def info_command(args: argparse.Namespace) -> dict:
     import torch
 
-    from .inference import resolve_device
+    from .engine.inference import resolve_device
 
     models = []
     for manifest in model_search_paths():
@@ -147,7 +148,7 @@ def demo_command(args: argparse.Namespace) -> dict:
     model = find_model(args.weights)  # first, so nothing is computed or written without a model
     normal_dose, source = _demo_input(args.data)
     low_dose = _simulate_with_progress(normal_dose, DEMO_SCAN, seed=0, quiet=args.quiet)
-    denoiser = VolumeDenoiser(model, _engine_options(args))
+    denoiser = VolumeDenoiser(model, options_from_args(args))
     denoised = _with_progress(denoiser, low_dose, "denoising", args.quiet)
     out.mkdir(parents=True, exist_ok=True)
     write_volume(normal_dose.with_array(normal_dose.array.astype(np.float32)), out / "normal_dose.nrrd")
@@ -240,12 +241,6 @@ def _check_output(output: Path, input_path: Path | None, overwrite: bool) -> Non
         raise OutputError(f"{output} already exists; choose a new path or pass --overwrite (files only)")
 
 
-def _engine_options(args: argparse.Namespace) -> EngineOptions:
-    return EngineOptions(device=args.device, precision=args.precision, batch_size=args.batch_size, compile=args.compile,
-                         strength=args.strength / 100, keep_noise_hu=args.keep_noise, runtime=args.runtime,
-                         self_ensemble=args.self_ensemble)
-
-
 def _report(summary: dict, as_json: bool) -> None:
     """The whole record with --json; otherwise a few lines a person reads (the model in one line)."""
     if as_json:
@@ -300,32 +295,6 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
         return sub
 
-    def engine(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--model", "--weights", dest="weights", metavar="NAME|PATH",
-                         help="an installed model's name (see `ldct-denoise models`) or a model folder / "
-                              "manifest.json (default: the bundled model)")
-        sub.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps")
-        sub.add_argument("--batch-size", type=int, help="slices per batch (default: from free GPU memory; 1 on CPU)")
-        sub.add_argument("--precision", default="auto", choices=PRECISIONS,
-                         help="auto: bf16/fp16 on GPU; on CPU mixed (OpenVINO: fp32 at full resolution, bf16 "
-                              "inside) where the CPU has native bf16, else fp32")
-        sub.add_argument("--compile", default="auto", choices=COMPILE_MODES,
-                         help="torch.compile (auto: on CPU for volumes of >= 100 slices when neither OpenVINO nor "
-                              "ONNX Runtime can run)")
-        sub.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                         help="auto on the CPU: OpenVINO (mixed precision where the CPU has native bf16, else fp32), "
-                              "else ONNX Runtime fp32, else torch; each runs the same exported graph")
-        sub.add_argument("--strength", type=float, default=100.0, metavar="PERCENT",
-                         help="how much of the network's correction to apply: 0 (the input) to 100 (default)")
-        sub.add_argument("--keep-noise", type=float, metavar="HU",
-                         help="noise a normal-dose scan keeps: each slice gets the share of the correction beyond "
-                              "it, so light-dose slices are barely changed (default: the model's, see its card; "
-                              "0: the whole correction everywhere)")
-        sub.add_argument("--self-ensemble", type=int, default=1, metavar="VIEWS",
-                         help="average the correction over 1 (default), 2 (left-right mirror), 4 (every mirror) or "
-                              "8 (and transposed) views of each slice: a little less noise and error, at VIEWS "
-                              "times the network's time")
-
     sub = command("denoise", denoise_command, "denoise a CT volume (DICOM folder or volume file)")
     sub.add_argument("input", type=Path, help="DICOM series folder or .nrrd/.nii/.nii.gz/.mha file")
     sub.add_argument("output", type=Path, help="volume file, or a new folder for a derived DICOM series")
@@ -333,7 +302,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--strict-geometry", action="store_true",
                      help="refuse a gantry-tilted series instead of resampling it onto an untilted grid")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    engine(sub)
+    add_engine_arguments(sub)
 
     sub = command("simulate", simulate_command, "make a low-dose volume from a normal-dose one (projection noise)")
     sub.add_argument("input", type=Path)
@@ -386,7 +355,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("demo", demo_command, "simulate low dose on real CT (or a phantom) and denoise it")
     sub.add_argument("--out", default="demo-output", help="folder for the volumes and summary.json")
     sub.add_argument("--data", help="normal-dose DICOM folder or volume (default: ../shared/data when present)")
-    engine(sub)
+    add_engine_arguments(sub)
     return parser
 
 

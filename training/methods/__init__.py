@@ -1,8 +1,10 @@
-"""The methods of the field, one folder each: its network (in ``LDCTDenoiseLib.networks``), losses and presets.
+"""The methods of the field, one folder each: its losses, its training step, its critic and its presets.
 
-Every method trains with the same trainer (``training.trainer``) on the same data and noise, and is
-scored by the same evaluation; its presets are found by name (``ldct-train train --config wgan-vgg``).
-A method is a recipe, so the registry records what the exported manifest says about a model's origin.
+Its network is in ``LDCTDenoiseLib.networks`` (what inference needs). Every method trains with the
+same trainer (``training.trainer``), which finds a stage's step here (``training_step``), on the same
+data and noise, and is scored by the same evaluation; its presets are found by name
+(``ldct-train train --config wgan-vgg``). A method is a recipe, so the registry also records what the
+exported manifest says about a model's origin.
 """
 
 from __future__ import annotations
@@ -51,6 +53,20 @@ METHODS = {
                "ResNet generators trained with cycle consistency and least-squares GANs on unpaired LDCT/NDCT"),
     )
 }
+
+
+def training_step(stage: str):
+    """The ``TrainingStep`` of ``stage``, from the method folder that owns it (``<folder>/step.py``'s STEPS)."""
+    from .cyclegan.step import STEPS as CYCLEGAN
+    from .hu2024.step import STEPS as HU2024
+    from .pix2pix.step import STEPS as PIX2PIX
+    from .wgan_vgg.step import STEPS as WGAN_VGG
+
+    steps = {**HU2024, **WGAN_VGG, **PIX2PIX, **CYCLEGAN}
+    try:
+        return steps[stage]
+    except KeyError:
+        raise InputError(f"no method trains stage {stage!r}; known stages: {', '.join(steps)}") from None
 
 
 def method(name: str) -> Method:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..model import Generator, GeneratorConfig
 from .cyclegan import CycleGanConfig, ResnetGenerator
+from .hu2024 import Generator, GeneratorConfig
 from .pix2pix import Pix2PixConfig, Pix2PixGenerator
 from .structkpn import StructKPN, StructKpnConfig
 from .unet import UNet, UNetConfig

@@ -21,6 +21,8 @@ ConfigT = TypeVar("ConfigT")
 class NetworkConfig:
     """Base of the architectures' frozen config dataclasses: dict round trip with validation."""
 
+    label = "network"  # what the messages call this config ("unknown generator settings ...")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -44,11 +46,12 @@ def config_from_dict(cls: type[ConfigT], values: Any) -> ConfigT:
     (ranges) when the class has it.
     """
     names = [f.name for f in dataclasses.fields(cls)]
+    label = getattr(cls, "label", cls.__name__)
     if not isinstance(values, dict):
-        raise ValueError(f"a {cls.__name__} is a mapping of {', '.join(names)}; got {type(values).__name__}")
+        raise ValueError(f"a {label} config is a mapping of {', '.join(names)}; got {type(values).__name__}")
     unknown = set(values) - set(names)
     if unknown:
-        raise ValueError(f"unknown settings {sorted(unknown)} (known: {', '.join(names)})")
+        raise ValueError(f"unknown {label} settings {sorted(unknown)} (known: {', '.join(names)})")
     config = cls(**values)
     problems = []
     for field in dataclasses.fields(cls):

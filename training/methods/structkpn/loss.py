@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from LDCTDenoiseLib.metrics import SSIM_RADIUS
+from LDCTDenoiseLib.compare.metrics import SSIM_RADIUS
 
-from ...losses import ssim_map
+from ...ssim import ssim_map
 
 PATCH = 11
 SIGMA_L2 = 1.8

@@ -1,0 +1,51 @@
+"""The child process that denoises one volume file: ``python -m LDCTDenoiseLib.slicer.worker IN OUT [...]``.
+
+The Slicer module runs it (with PythonSlicer) so torch never blocks the GUI. The protocol is line
+based on stdout: ``PROGRESS done total`` while it works, ``DONE {json}`` at the end; on failure the
+last stderr line is ``ERROR reason`` and the exit status is 1. Every other line (stderr included:
+warnings, a torch.compile fallback) is log text the module shows in its log pane. The output file
+is written atomically, so a killed child leaves nothing at OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ..engine.inference import VolumeDenoiser
+from ..engine.options import add_engine_arguments, options_from_args
+from ..errors import LDCTError
+from ..io import read_volume_file, write_volume_file
+from ..models.weights import find_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="LDCTDenoiseLib.slicer.worker", description=__doc__)
+    parser.add_argument("input", help="volume file (NRRD) written by the caller")
+    parser.add_argument("output", help="volume file to write (NRRD)")
+    add_engine_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        options = options_from_args(args)
+        volume = read_volume_file(args.input)
+        model = find_model(args.weights)
+        denoiser = VolumeDenoiser(model, options)
+        views = f"{options.self_ensemble} views averaged, " if options.self_ensemble > 1 else ""
+        print(f"Model {model.describe()['name']} on {denoiser.device} ({str(denoiser.dtype).split('.')[-1]}), "
+              f"strength {100 * options.strength:g} %, keep {denoiser.keep_noise_hu:g} HU of noise, {views}"
+              f"{volume.array.shape[0]} slices of {volume.array.shape[2]} x {volume.array.shape[1]}", flush=True)
+        print(f"PROGRESS 0 {volume.array.shape[0]}", flush=True)
+        denoised = denoiser(volume.array, progress=lambda done, total: print(f"PROGRESS {done} {total}", flush=True))
+        write_volume_file(denoiser.labelled(volume, denoised), args.output)
+    except (LDCTError, OSError) as error:
+        print(f"ERROR {str(error).splitlines()[0]}", file=sys.stderr, flush=True)
+        return 1
+    print("DONE " + json.dumps({"model": model.describe()["name"], **denoiser.last_run}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
