@@ -14,9 +14,10 @@ import numpy as np
 from . import __version__
 from .compare.alignment import REGISTRATIONS
 from .compare.metrics import DEFAULT_WINDOWS, Window
+from .engine.adaptation import Adaptation, adapted_for, save_adapted
 from .engine.inference import VolumeDenoiser
 from .engine.noise_level import applied_summary
-from .engine.options import add_engine_arguments, options_from_args
+from .engine.options import EngineOptions, add_engine_arguments, options_from_args
 from .errors import InputError, LDCTError, OutputError
 from .io import Volume, check_output_format, read_volume, write_volume
 from .models.weights import find_model, install_model, installed_models, model_search_paths
@@ -46,18 +47,53 @@ def _run(args: argparse.Namespace) -> int:
 
 def denoise_command(args: argparse.Namespace) -> dict:
     _check_output(args.output, args.input, args.overwrite)
+    options = options_from_args(args)
+    if args.save_adapted is not None:
+        _check_adapted_output(args.save_adapted, options)
     model = find_model(args.weights)
     volume = read_volume(args.input, args.series, args.strict_geometry)
     _print_notes(volume)
-    denoiser = VolumeDenoiser(model, options_from_args(args))
+    adaptation = _adapt_with_progress(model, volume, options, args.quiet)
+    denoiser = VolumeDenoiser(adaptation.model, options)
     denoised = _with_progress(denoiser, volume, "denoising", args.quiet)
     written = write_volume(denoiser.labelled(volume, denoised), args.output, denoiser.description)
+    saved = {"saved_adapted": str(save_adapted(adaptation, args.save_adapted))} if args.save_adapted else {}
     return {
         "command": "denoise", "input": str(args.input), "output": str(args.output),
         "files_written": len(written), "shape": list(volume.array.shape), "spacing_mm": list(volume.spacing),
         "model": model.describe(), "run": denoiser.last_run, "hu": _hu_summary(volume.array, denoised),
-        "notes": volume.metadata.get("notes", []),
+        "notes": volume.metadata.get("notes", []), **_adaptation_summary(adaptation), **saved,
     }
+
+
+def _check_adapted_output(folder: Path, options: EngineOptions) -> None:
+    if not options.adapts:
+        raise InputError("--save-adapted needs --adapt MINUTES (or --adapt-steps N): there is nothing to save")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise OutputError(f"--save-adapted {folder} exists and is not an empty folder; choose a new folder")
+    if not folder.resolve().parent.is_dir():
+        raise OutputError(f"--save-adapted: folder {folder.resolve().parent} does not exist; create it first")
+
+
+def _adapt_with_progress(model, volume: Volume, options: EngineOptions, quiet: bool) -> Adaptation:
+    from tqdm import tqdm
+
+    if not options.adapts:
+        return adapted_for(model, volume, options)
+    unit = "step" if options.adapt_minutes == 0 else "s"
+    with tqdm(unit=unit, desc="adapting to the scan", disable=quiet, file=sys.stderr) as bar:
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        adaptation = adapted_for(model, volume, options, progress)
+    for note in adaptation.summary.get("notes", []):
+        print(f"ldct-denoise: note: {note}", file=sys.stderr)
+    return adaptation
+
+
+def _adaptation_summary(adaptation: Adaptation) -> dict:
+    return {"adaptation": {"adapted": adaptation.adapted, **adaptation.summary}} if adaptation.summary else {}
 
 
 def simulate_command(args: argparse.Namespace) -> dict:
@@ -148,7 +184,9 @@ def demo_command(args: argparse.Namespace) -> dict:
     model = find_model(args.weights)  # first, so nothing is computed or written without a model
     normal_dose, source = _demo_input(args.data)
     low_dose = _simulate_with_progress(normal_dose, DEMO_SCAN, seed=0, quiet=args.quiet)
-    denoiser = VolumeDenoiser(model, options_from_args(args))
+    options = options_from_args(args)
+    adaptation = _adapt_with_progress(model, low_dose, options, args.quiet)
+    denoiser = VolumeDenoiser(adaptation.model, options)
     denoised = _with_progress(denoiser, low_dose, "denoising", args.quiet)
     out.mkdir(parents=True, exist_ok=True)
     write_volume(normal_dose.with_array(normal_dose.array.astype(np.float32)), out / "normal_dose.nrrd")
@@ -156,7 +194,7 @@ def demo_command(args: argparse.Namespace) -> dict:
     write_volume(denoiser.labelled(low_dose, denoised), out / "denoised.nrrd")
     summary = {
         "command": "demo", "source": source, "output": str(out), "model": model.describe(), "run": denoiser.last_run,
-        "simulation": low_dose.metadata["simulation"],
+        "simulation": low_dose.metadata["simulation"], **_adaptation_summary(adaptation),
         "rmse_hu_vs_normal_dose": {
             "low_dose": _rmse(low_dose.array, normal_dose.array),
             "denoised": _rmse(denoised, normal_dose.array),
@@ -303,6 +341,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="refuse a gantry-tilted series instead of resampling it onto an untilted grid")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_engine_arguments(sub)
+    sub.add_argument("--save-adapted", type=Path, metavar="DIR",
+                     help="with --adapt: also save the adapted model as a model folder (usable as --model DIR)")
 
     sub = command("simulate", simulate_command, "make a low-dose volume from a normal-dose one (projection noise)")
     sub.add_argument("input", type=Path)

@@ -26,6 +26,7 @@ COMPILE_MODES = ("auto", "on", "off")
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 SELF_ENSEMBLE_SIZES = (1, 2, 4, 8)
 MAX_KEEP_NOISE_HU = 100.0  # a normal-dose scan's own noise is 8-25 HU; more than this is a typo
+MAX_ADAPT_MINUTES = 240.0
 
 
 def _flag(flag: str, help_text: str, percent: bool = False, **argparse_options) -> dict:
@@ -61,6 +62,16 @@ class EngineOptions:
         "--self-ensemble", "average the correction over 1 (default), 2 (left-right mirror), 4 (every mirror) or 8 "
         "(and transposed) views of each slice: a little less noise and error, at VIEWS times the network's time",
         type=int, metavar="VIEWS"))
+    adapt_minutes: float = field(default=0.0, metadata=_flag(
+        "--adapt", "first fine-tune a copy of the model on this scan's own neighbouring slices for up to MINUTES "
+        "(self-supervised; 0: off, the default). Helps on scanners, kernels and noise the model never saw; see "
+        "docs/engine.md", type=float, metavar="MINUTES"))
+    adapt_steps: int | None = field(default=None, metadata=_flag(
+        "--adapt-steps", "adapt for at most N steps (with --adapt, whichever ends first; alone: no time limit)",
+        type=int, metavar="N"))
+    adapt_seed: int = field(default=0, metadata=_flag(
+        "--adapt-seed", "seed of the adaptation's crops and initial state (a seed reproduces a step budget)",
+        type=int, metavar="SEED"))
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 1.0:
@@ -74,6 +85,15 @@ class EngineOptions:
             raise InputError(f"self-ensemble must be one of {SELF_ENSEMBLE_SIZES} views; got {self.self_ensemble}")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size must be >= 1; got {self.batch_size}")
+        if not 0.0 <= self.adapt_minutes <= MAX_ADAPT_MINUTES:
+            raise InputError(f"--adapt must be between 0 and {MAX_ADAPT_MINUTES:g} minutes; got {self.adapt_minutes:g}")
+        if self.adapt_steps is not None and self.adapt_steps < 1:
+            raise InputError(f"--adapt-steps must be >= 1; got {self.adapt_steps}")
+
+    @property
+    def adapts(self) -> bool:
+        """Whether the run first adapts the model to the scan (a time or a step budget is set)."""
+        return self.adapt_minutes > 0 or self.adapt_steps is not None
 
     def replace(self, **changes) -> EngineOptions:
         """A copy with ``changes`` (validated like a new value)."""

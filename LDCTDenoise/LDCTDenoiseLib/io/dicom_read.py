@@ -157,6 +157,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, strict_
             "series_description": series.description,
             "dicom_files": [str(g.path) for g in slices],
             "resampled": bool(irregular or shear > TILT_TOLERANCE_DEG),
+            "slice_thickness_mm": _stated_thickness(series.headers[0]),
             "notes": notes,
         },
     )
@@ -176,6 +177,15 @@ def _without_localizers(series: SeriesInfo) -> tuple[SeriesInfo, int]:
     dropped = len(series.headers) - len(keep)
     return SeriesInfo(series.uid, series.description, series.modality, [series.headers[i] for i in keep],
                       [series.files[i] for i in keep]), dropped
+
+
+def _stated_thickness(header: pydicom.Dataset) -> float | None:
+    """SliceThickness when the header states a positive number (adaptation's overlap guard), else None."""
+    try:
+        thickness = float(header.get("SliceThickness") or 0.0)
+    except (TypeError, ValueError):
+        return None
+    return thickness if np.isfinite(thickness) and thickness > 0 else None
 
 
 def _thickness(header: pydicom.Dataset) -> float:

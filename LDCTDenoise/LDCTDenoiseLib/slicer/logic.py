@@ -93,12 +93,17 @@ class DenoiseJob:
     def status(self) -> str:
         """A line for the status bar: slices done, the run's figures, or the child's reason for failing."""
         run = self.background
+        if run.state == RUNNING and run.stage == "adapting":
+            unit = "steps" if self.options.adapt_minutes == 0 else "s"
+            return f"Adapting the model to this scan: {run.done} of {run.total} {unit}"
         if run.state == RUNNING:
             return f"Denoising: {run.done} of {run.total} slices"
         if run.state == DONE and run.summary:
             figures = json.loads(run.summary)
+            adapted = {True: ", adapted to this scan", False: ", not adapted (see the log)"}.get(figures.get("adapted"))
             return (f"Done: {figures['slices']} slices on {figures['device']} ({figures['precision']}), "
-                    f"{figures['slices_per_second']} slices/s, model {figures['model']}" + applied_summary(figures))
+                    f"{figures['slices_per_second']} slices/s, model {figures['model']}" + applied_summary(figures)
+                    + (adapted or ""))
         if run.state == CANCELLED:
             return "Cancelled; nothing was added to the scene"
         return run.error or run.state

@@ -42,7 +42,7 @@ class BackgroundDenoise:
                  python: str | None = None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="ldctdenoise-"))
         self.input, self.output = self.folder / "input.nrrd", self.folder / "output.nrrd"
-        self.done, self.total = 0, volume.array.shape[0]
+        self.stage, self.done, self.total = "denoising", 0, volume.array.shape[0]
         self.state, self.error, self.summary = RUNNING, "", ""
         self.log: list[str] = []  # the child's output for the log pane, protocol lines left out
         write_volume_file(volume, self.input)
@@ -99,7 +99,9 @@ class BackgroundDenoise:
 
     def _read_stdout(self) -> None:
         for line in self.process.stdout:
-            if line.startswith("PROGRESS "):
+            if line.startswith("STAGE "):
+                self.stage, self.done = line[6:].strip(), 0
+            elif line.startswith("PROGRESS "):
                 self.done, self.total = (int(v) for v in line.split()[1:3])
             elif line.startswith("DONE "):
                 self.summary = line[5:].strip()

@@ -41,6 +41,8 @@ class LDCTDenoiseParameterNode:
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
     batchSize: Annotated[int, WithinRange(0, 512)] = 0  # 0: automatic
     strength: Annotated[float, WithinRange(0.0, 100.0)] = 100.0  # percent of the network's correction
+    adaptToScan: bool = False  # fine-tune a copy of the model on this scan's neighbouring slices first
+    adaptMinutes: Annotated[float, WithinRange(0.5, 30.0)] = 5.0  # its budget
     keepNoise: bool = True  # keep the model's normal-dose noise (keep-noise); off: the whole correction
     precision: Annotated[str, Choice(list(PRECISIONS))] = "auto"
     runtime: Annotated[str, Choice(list(RUNTIMES))] = "auto"
@@ -156,6 +158,7 @@ class DenoisePanel(VTKObservationMixin):
             self.ui.modelComboBox.currentIndex = index
             self.ui.modelComboBox.blockSignals(wasBlocked)
         self.ui.weightsPathLineEdit.enabled = p.model == WEIGHTS_FILE
+        self.ui.adaptMinutesSliderWidget.enabled = p.adaptToScan
         if self.ui.weightsPathLineEdit.currentPath != p.weightsPath:
             wasBlocked = self.ui.weightsPathLineEdit.blockSignals(True)
             self.ui.weightsPathLineEdit.currentPath = p.weightsPath

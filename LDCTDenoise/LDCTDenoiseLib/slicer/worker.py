@@ -1,7 +1,8 @@
 """The child process that denoises one volume file: ``python -m LDCTDenoiseLib.slicer.worker IN OUT [...]``.
 
 The Slicer module runs it (with PythonSlicer) so torch never blocks the GUI. The protocol is line
-based on stdout: ``PROGRESS done total`` while it works, ``DONE {json}`` at the end; on failure the
+based on stdout: ``STAGE name`` when a stage begins (adapting, denoising), ``PROGRESS done total``
+within it, ``DONE {json}`` at the end; on failure the
 last stderr line is ``ERROR reason`` and the exit status is 1. Every other line (stderr included:
 warnings, a torch.compile fallback) is log text the module shows in its log pane. The output file
 is written atomically, so a killed child leaves nothing at OUT.
@@ -14,6 +15,7 @@ import json
 import logging
 import sys
 
+from ..engine.adaptation import adapted_for
 from ..engine.inference import VolumeDenoiser
 from ..engine.options import add_engine_arguments, options_from_args
 from ..errors import LDCTError
@@ -32,18 +34,26 @@ def main(argv: list[str] | None = None) -> int:
         options = options_from_args(args)
         volume = read_volume_file(args.input)
         model = find_model(args.weights)
-        denoiser = VolumeDenoiser(model, options)
+        if options.adapts:
+            print("STAGE adapting", flush=True)
+        adaptation = adapted_for(model, volume, options, lambda stage, done, total: print(
+            f"PROGRESS {done} {total}", flush=True))
+        for note in adaptation.summary.get("notes", []):
+            print(f"Adaptation: {note}", flush=True)
+        denoiser = VolumeDenoiser(adaptation.model, options)
         views = f"{options.self_ensemble} views averaged, " if options.self_ensemble > 1 else ""
         print(f"Model {model.describe()['name']} on {denoiser.device} ({str(denoiser.dtype).split('.')[-1]}), "
               f"strength {100 * options.strength:g} %, keep {denoiser.keep_noise_hu:g} HU of noise, {views}"
               f"{volume.array.shape[0]} slices of {volume.array.shape[2]} x {volume.array.shape[1]}", flush=True)
+        print("STAGE denoising", flush=True)
         print(f"PROGRESS 0 {volume.array.shape[0]}", flush=True)
         denoised = denoiser(volume.array, progress=lambda done, total: print(f"PROGRESS {done} {total}", flush=True))
         write_volume_file(denoiser.labelled(volume, denoised), args.output)
     except (LDCTError, OSError) as error:
         print(f"ERROR {str(error).splitlines()[0]}", file=sys.stderr, flush=True)
         return 1
-    print("DONE " + json.dumps({"model": model.describe()["name"], **denoiser.last_run}), flush=True)
+    adapted = {"adapted": adaptation.adapted} if options.adapts else {}
+    print("DONE " + json.dumps({"model": model.describe()["name"], **denoiser.last_run, **adapted}), flush=True)
     return 0
 
 

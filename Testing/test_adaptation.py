@@ -1,0 +1,180 @@
+"""Adapting a model to the scan: neighbouring slices as noisy targets, the mismatch mask, the guards
+(overlap, correlated noise, too few slices, no gain), reproducibility, cancel, and the saved model."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from LDCTDenoiseLib import cli
+from LDCTDenoiseLib.engine import adaptation
+from LDCTDenoiseLib.engine.adaptation import adapt, matched, neighbour_offset, noise_correlation, split_slices
+from LDCTDenoiseLib.engine.inference import CancelToken
+from LDCTDenoiseLib.engine.options import EngineOptions
+from LDCTDenoiseLib.errors import Cancelled, InputError
+from LDCTDenoiseLib.io import Volume, read_volume, write_volume
+from LDCTDenoiseLib.models.weights import WEIGHTS_NAME, load_model, sha256_of
+from LDCTDenoiseLib.resources import resources_dirs
+from LDCTDenoiseLib.simulation import make_phantom
+
+RESOURCES = resources_dirs()[0]
+
+
+def noisy_phantom(slices: int = 14, size: int = 96, noise_hu: float = 40.0, correlated: bool = False,
+                  seed: int = 0) -> Volume:
+    """A phantom series with independent noise per slice, or (``correlated``) noise shared by neighbours."""
+    clean = make_phantom((slices, size, size), seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    noise = rng.normal(0, noise_hu, (slices + 1, size, size)).astype(np.float32)
+    if correlated:  # an overlapping reconstruction: each slice averages two independent ones
+        noise = (noise[:-1] + noise[1:]) / np.sqrt(2)
+    return clean.with_array(clean.array + noise[:slices])
+
+
+def test_the_mask_leaves_out_pixels_where_the_anatomy_changes_between_slices():
+    rng = np.random.default_rng(0)
+    a = np.full((64, 64), 40.0, np.float32) + rng.normal(0, 30, (64, 64)).astype(np.float32)
+    b = np.full((64, 64), 40.0, np.float32) + rng.normal(0, 30, (64, 64)).astype(np.float32)
+    b[20:40, 20:40] += 300.0  # a vessel or bone edge that is in one slice only
+    mask = matched(a, b)
+    assert not mask[25:35, 25:35].any()
+    assert mask[:10].mean() > 0.99  # same anatomy, independent 30 HU noise: kept
+
+
+def test_overlapping_slices_in_the_header_take_neighbours_one_thickness_apart():
+    notes = []
+    assert neighbour_offset(noisy_phantom().array, 1.25, 2.5, notes) == 2
+    assert "slices overlap (thickness 2.5 mm, spacing 1.25 mm)" in notes[0]
+
+
+def test_measurably_correlated_neighbour_noise_moves_to_the_next_slice():
+    correlated = noisy_phantom(correlated=True).array
+    assert noise_correlation(correlated, 1) > 0.4 and abs(noise_correlation(correlated, 2)) < 0.1
+    notes = []
+    assert neighbour_offset(correlated, 2.5, None, notes) == 2
+    assert "correlated" in notes[0]
+    assert abs(noise_correlation(noisy_phantom().array, 1)) < 0.1
+
+
+def test_too_few_slices_skip_adaptation_and_keep_the_model(tiny_model_dir):
+    model = load_model(tiny_model_dir)
+    result = adapt(model, noisy_phantom(slices=5), EngineOptions(adapt_steps=5))
+    assert result.model is model and not result.adapted
+    assert "too few training and held-out pairs" in result.summary["notes"][-1]
+
+
+def test_held_out_slices_and_their_neighbours_never_enter_training():
+    train, held_out = split_slices(40, 2)
+    assert 1 <= len(held_out) <= 3
+    for centre in held_out:
+        assert not {centre - 2, centre - 1, centre, centre + 1, centre + 2} & set(train)
+
+
+def test_adaptation_lowers_the_held_out_loss_and_leaves_the_given_model_unchanged(tiny_model_dir):
+    model = load_model(tiny_model_dir)
+    before = {k: v.clone() for k, v in model.generator.state_dict().items()}
+    result = adapt(model, noisy_phantom(), EngineOptions(adapt_steps=120))
+    assert result.adapted and result.model is not model
+    summary = result.summary
+    assert summary["validation_loss_best"] < summary["validation_loss_before"] and summary["best_step"] > 0
+    assert all(np.array_equal(before[k], v) for k, v in model.generator.state_dict().items())
+    assert result.model.manifest["adaptation"]["adapted_from"] == "tiny"
+    assert "sha256" not in result.model.manifest  # new weights: the base model's checksum is not theirs
+
+
+def test_no_gain_on_the_held_out_slices_falls_back_to_the_unadapted_model(tiny_model_dir, monkeypatch):
+    losses = iter(np.linspace(1.0, 2.0, 100))  # every validation worse than the one before training
+    monkeypatch.setattr(adaptation._Trainer, "validation_loss", lambda self: float(next(losses)))
+    model = load_model(tiny_model_dir)
+    result = adapt(model, noisy_phantom(), EngineOptions(adapt_steps=200))
+    assert result.model is model and not result.adapted
+    assert result.summary["stopped_early"]
+    assert result.summary["steps"] == adaptation.VALIDATE_EVERY * adaptation.PATIENCE
+    assert "did not lower the held-out" in result.summary["notes"][-1]
+
+
+def test_a_seed_reproduces_the_adapted_weights(tiny_model_dir):
+    model = load_model(tiny_model_dir)
+    volume = noisy_phantom()
+
+    def weights(seed: int) -> dict:
+        adapted = adaptation._Trainer(model, volume.array, 1, *split_slices(volume.array.shape[0], 1),
+                                      EngineOptions(adapt_steps=5, adapt_seed=seed))
+        for _ in range(5):
+            adapted.train_step()
+        return adapted.network.state_dict()
+
+    first, again, other = weights(3), weights(3), weights(4)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert not all(np.array_equal(first[k], other[k]) for k in first)
+
+
+def test_cancelling_during_adaptation_raises_and_writes_nothing(tiny_model_dir):
+    token = CancelToken()
+
+    def progress(stage, done, total):
+        token.cancel()
+
+    with pytest.raises(Cancelled, match="adaptation cancelled"):
+        adapt(load_model(tiny_model_dir), noisy_phantom(), EngineOptions(adapt_steps=50), progress, token)
+
+
+def test_the_options_refuse_a_bad_budget_and_save_adapted_needs_one(tmp_path, tiny_model_dir):
+    with pytest.raises(InputError, match="--adapt must be between 0 and"):
+        EngineOptions(adapt_minutes=-1)
+    with pytest.raises(InputError, match="--adapt-steps must be >= 1"):
+        EngineOptions.from_argv(["--adapt-steps", "0"])
+    source = tmp_path / "in.nrrd"
+    write_volume(noisy_phantom(slices=4, size=32), source)
+    code = cli.main(["denoise", str(source), str(tmp_path / "out.nrrd"), "--model", str(tiny_model_dir),
+                     "--save-adapted", str(tmp_path / "adapted"), "--quiet"])
+    assert code == 1 and not (tmp_path / "out.nrrd").exists() and not (tmp_path / "adapted").exists()
+
+
+def test_save_adapted_gives_a_model_that_reproduces_the_run_and_names_no_patient(tmp_path, tiny_model_dir, capsys):
+    source = tmp_path / "patient-DOE^JOHN.nrrd"
+    write_volume(noisy_phantom(), source)
+    shipped = sha256_of(tiny_model_dir / WEIGHTS_NAME)
+    common = ["--quiet", "--json", "--runtime", "torch", "--device", "cpu"]
+    assert cli.main(["denoise", str(source), str(tmp_path / "adapted-run.nrrd"), "--model", str(tiny_model_dir),
+                     "--adapt-steps", "80", "--save-adapted", str(tmp_path / "adapted"), *common]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["adaptation"]["adapted"] and summary["saved_adapted"] == str(tmp_path / "adapted")
+    assert sha256_of(tiny_model_dir / WEIGHTS_NAME) == shipped  # the model it started from is never written
+    assert cli.main(["denoise", str(source), str(tmp_path / "reloaded.nrrd"), "--model", str(tmp_path / "adapted"),
+                     *common]) == 0
+    capsys.readouterr()
+    first, second = read_volume(tmp_path / "adapted-run.nrrd").array, read_volume(tmp_path / "reloaded.nrrd").array
+    np.testing.assert_allclose(first, second, atol=1e-3)
+    manifest_text = (tmp_path / "adapted" / "manifest.json").read_text()
+    manifest = json.loads(manifest_text)
+    assert manifest["provenance"]["adaptation"]["adapted_from"] == "tiny"
+    assert manifest["provenance"]["adaptation"]["steps"] <= 80
+    assert "DOE" not in manifest_text and str(tmp_path) not in manifest_text
+
+
+def test_the_bundled_model_file_is_unchanged_by_adapting():
+    bundled_model_dir = RESOURCES / "Models" / "default"
+    before = sha256_of(bundled_model_dir / WEIGHTS_NAME)
+    result = adapt(load_model(bundled_model_dir), noisy_phantom(slices=10, size=64), EngineOptions(adapt_steps=2))
+    assert result.summary["steps"] == 2
+    assert sha256_of(bundled_model_dir / WEIGHTS_NAME) == before
+
+
+def test_cancelling_a_background_run_while_it_adapts_leaves_no_output_and_no_process(tiny_model_dir):
+    from LDCTDenoiseLib.slicer.process import CANCELLED, BackgroundDenoise
+
+    run = BackgroundDenoise(noisy_phantom(slices=20), EngineOptions(device="cpu", adapt_minutes=5),
+                            weights=str(tiny_model_dir))
+    deadline = time.monotonic() + 120
+    while run.stage != "adapting" and time.monotonic() < deadline and run.poll() == "running":
+        time.sleep(0.1)
+    assert run.stage == "adapting"
+    run.cancel()
+    assert run.poll() == CANCELLED and not run.folder.exists()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(run.process.pid, 0)  # the whole group is gone
