@@ -51,6 +51,7 @@ ifeq ($(BM3D),yes)
 	$(BIN)/python -m pip install --quiet "bm3d>=4.0"
 endif
 	$(BIN)/python -m evaluation --out docs/evaluation
+	$(BIN)/python -m evaluation.adaptation --out docs/evaluation/adaptation
 
 # Issue 11's GPU recipe (training/README.md, "On a lent GPU"): the training and validation series packed
 # to fit what travels to the device (64 MiB with the working tree), and the wheels the device lacks.

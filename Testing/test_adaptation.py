@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from LDCTDenoiseLib import cli
-from LDCTDenoiseLib.engine import adaptation
+from LDCTDenoiseLib.engine import adaptation, onnx_runtime
 from LDCTDenoiseLib.engine.adaptation import adapt, matched, neighbour_offset, noise_correlation, split_slices
 from LDCTDenoiseLib.engine.inference import CancelToken
 from LDCTDenoiseLib.engine.options import EngineOptions
@@ -84,6 +84,7 @@ def test_adaptation_lowers_the_held_out_loss_and_leaves_the_given_model_unchange
     assert all(np.array_equal(before[k], v) for k, v in model.generator.state_dict().items())
     assert result.model.manifest["adaptation"]["adapted_from"] == "tiny"
     assert "sha256" not in result.model.manifest  # new weights: the base model's checksum is not theirs
+    assert onnx_runtime.graph_path(result.model).parent.name.startswith(f"process-{os.getpid()}-")  # gone at exit
 
 
 def test_no_gain_on_the_held_out_slices_falls_back_to_the_unadapted_model(tiny_model_dir, monkeypatch):

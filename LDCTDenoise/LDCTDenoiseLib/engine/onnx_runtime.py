@@ -9,11 +9,15 @@ checksum is rebuilt, never run. Nothing is downloaded.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import importlib.util
 import inspect
 import logging
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -45,10 +49,25 @@ PARTS = {
 
 
 def graph_path(model: LoadedModel, part: str = "correction") -> Path:
-    """Where a graph of these weights is cached: keyed by the weights file's SHA-256 (or the tensors')."""
-    key = model.manifest.get("sha256") or _tensors_sha256(model.generator)
+    """Where a graph of these weights is cached: keyed by the weights file's SHA-256 in the user cache.
+
+    Weights with no file (an adapted copy, made per scan) are keyed by their tensors in a folder of
+    this process that goes with it, so per-scan graphs do not pile up in the cache.
+    """
+    key, folder = model.manifest.get("sha256"), cache_dir() / "onnx"
+    if key is None:
+        key, folder = _tensors_sha256(model.generator), _process_graphs(folder)
     suffix = "" if part == "correction" else f"-{part}"
-    return cache_dir() / "onnx" / f"{key[:32]}-v{GRAPH_VERSION}{suffix}.onnx"
+    return folder / f"{key[:32]}-v{GRAPH_VERSION}{suffix}.onnx"
+
+
+@functools.cache
+def _process_graphs(cache: Path) -> Path:
+    """A folder in the graph cache for this process only, removed when it exits."""
+    cache.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"process-{os.getpid()}-", dir=cache))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def _tensors_sha256(network: torch.nn.Module) -> str:
