@@ -1,12 +1,14 @@
 """Adapt a model to the scan at hand: self-supervised fine-tuning on the series' own neighbouring slices.
 
 Neighbouring slices image almost the same anatomy with independent noise when the slice spacing is
-not smaller than the slice thickness, so slice k+d is a noisy target for slice k (Noise2Noise across
-slices): the expected squared error against a noisy target is the error against the clean slice
-plus the target's noise variance, so minimising it teaches the scan's own noise texture. Pixels
-whose local means differ between the two slices (anatomy that changes along z) are left out of the
-loss (Noise2Sim's mask). What a neighbour cannot teach: a bias both slices share, such as
-photon-starvation streaks (the base model's job).
+not smaller than the slice thickness, so the mean of slices k-d and k+d is a noisy target for slice k
+(Noise2Noise across slices; anatomy that changes steadily along z cancels to first order): the
+expected squared error against a noisy target is the error against the clean slice plus the target's
+noise variance, so minimising it teaches the scan's own noise texture. Pixels whose local means
+differ between the slices (anatomy that changes along z), and edges, are left out of the loss
+(Noise2Sim's mask). What a neighbour cannot teach: a bias both slices share, such as
+photon-starvation streaks (the base model's job). Measured gains and losses, and when to use it:
+``docs/engine.md`` and ``docs/evaluation/adaptation``.
 
 Guards, each reported in the summary's notes:
 - slices reconstructed overlapping (SliceThickness > spacing in the header) share noise: the
@@ -17,7 +19,8 @@ Guards, each reported in the summary's notes:
 - a self-supervised loss on held-out slices of the same series, measured before and during the
   fine-tuning, keeps the best state, stops early when it stops improving, and falls back to the
   unadapted model when no state beats it.
-The model passed in is never changed (a copy is trained) and no file is written.
+The model passed in is never changed (a copy is trained); ``adapt`` writes no file (``save_adapted`` does,
+when asked).
 """
 
 from __future__ import annotations
@@ -149,7 +152,7 @@ def matched(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(mean_a - mean_b) <= MASK_HU
 
 
-EDGE_GRADIENT_HU: float | None = 60.0
+EDGE_GRADIENT_HU = 60.0  # per pixel, on slices smoothed with a 2-pixel Gaussian
 
 
 def edges(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -175,16 +178,13 @@ def split_slices(count: int, offset: int) -> tuple[list[int], list[int]]:
     return train, held_out
 
 
-BOTH_NEIGHBOURS = True
-
-
 def examples(sources: list[int], offset: int, usable: set[int]) -> list[tuple[int, tuple[int, ...]]]:
     """(slice, its targets): the mean of both neighbours where both are usable (anatomy that changes
     steadily along z cancels to first order, and the target has half the noise), else each one alone."""
     found = []
     for i in sources:
         both = tuple(n for n in (i - offset, i + offset) if n in usable)
-        if len(both) == 2 and BOTH_NEIGHBOURS:
+        if len(both) == 2:
             found.append((i, both))
         else:
             found += [(i, (n,)) for n in both]
@@ -290,8 +290,7 @@ class _Trainer:
         mask = matched(self.hu[source][window], target_hu)
         for t in targets[1:]:
             mask &= matched(self.hu[targets[0]][window], self.hu[t][window])
-        if EDGE_GRADIENT_HU is not None:
-            mask &= ~edges(self.hu[source][window], target_hu)
+        mask &= ~edges(self.hu[source][window], target_hu)
         return target, mask
 
     def _crop_corner(self, index: int, crop_r: int, crop_c: int) -> tuple[int, int]:
