@@ -24,6 +24,7 @@ from LDCTDenoiseLib.engine.inference import resolve_device, resolve_precision
 from LDCTDenoiseLib.errors import Cancelled, InputError
 from LDCTDenoiseLib.models.normalization import Normalization
 from LDCTDenoiseLib.networks import Architecture, architecture
+from LDCTDenoiseLib.networks.base import train_with_frozen_batch_norm
 from LDCTDenoiseLib.simulation.scanner import FILTERS
 
 from . import distributed
@@ -117,13 +118,12 @@ class Trainer:
         network trains as it will infer, on the statistics of the model it continues; the norms'
         scales and shifts still learn.
         """
-        self.generator.train()
+        if self.config.optim.freeze_batch_norm:
+            train_with_frozen_batch_norm(self.generator)
+        else:
+            self.generator.train()
         if self.inverse is not None:
             self.inverse.train()
-        if self.config.optim.freeze_batch_norm:
-            for module in self.generator.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.eval()
 
     def _out_of_time(self, session_start: float) -> bool:
         """True once this session has trained ``schedule.max_minutes`` (a bounded GPU lease, say)."""

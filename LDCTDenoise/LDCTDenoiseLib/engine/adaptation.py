@@ -40,6 +40,7 @@ from ..atomic import atomic_folder
 from ..errors import Cancelled, OutputError
 from ..io import Volume
 from ..models.weights import LoadedModel
+from ..networks.base import train_with_frozen_batch_norm
 from .options import EngineOptions
 
 MASK_WINDOW = 7  # pixels: the local mean compared between a slice and its neighbour
@@ -198,13 +199,11 @@ class _Trainer:
         self.snapshots: dict[float, tuple[int, dict] | None] = {}
         self.pending = sorted(snapshot_minutes)
         self.network = copy.deepcopy(model.generator).float().cpu()
-        self.network.train()
-        for module in self.network.modules():  # batch norm keeps the base model's statistics
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.eval()
+        train_with_frozen_batch_norm(self.network)  # batch norm keeps the base model's statistics
         self.hu, self.x = hu, model.normalization.to_network(hu)
         self.pairs = examples(train, offset, set(train))
-        self.validation = examples(held_out, offset, set(range(len(hu))))
+        self.validation = [self._held_out(source, targets)
+                           for source, targets in examples(held_out, offset, set(range(len(hu))))]
         self.rng = np.random.default_rng(options.adapt_seed)
         torch.manual_seed(options.adapt_seed)
         self.optimizer = torch.optim.Adam([p for p in self.network.parameters() if p.requires_grad], lr=LEARNING_RATE)
@@ -281,7 +280,7 @@ class _Trainer:
             flips = self.rng.integers(2, size=2)
             picked.append([_flipped(a, flips) for a in (self.x[source][window], target, mask)])
         stacked = [torch.from_numpy(np.stack([p[k] for p in picked])[:, None].astype(np.float32)) for k in range(3)]
-        return stacked[0], stacked[1], stacked[2]
+        return tuple(stacked)
 
     def target(self, source: int, targets: tuple[int, ...], window) -> tuple[np.ndarray, np.ndarray]:
         """The neighbours' mean (network units) and where it shows the source's anatomy."""
@@ -307,17 +306,17 @@ class _Trainer:
         """Masked squared error of the network's output on held-out slices against their neighbours."""
         self.network.eval()
         total, count = 0.0, 0.0
-        for source, targets in self.validation:
+        for source, target, mask in self.validation:
             output = self.network(torch.from_numpy(self.x[source][None, None])).numpy()[0, 0]
-            target, mask = self.target(source, targets, (slice(None), slice(None)))
-            mask &= self.hu[source] > BODY_HU
             total += float((((output - target) ** 2) * mask).sum())
             count += float(mask.sum())
-        self.network.train()
-        for module in self.network.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.eval()
+        train_with_frozen_batch_norm(self.network)
         return total / max(count, 1.0)
+
+    def _held_out(self, source: int, targets: tuple[int, ...]) -> tuple[int, np.ndarray, np.ndarray]:
+        """A held-out slice with its whole-slice target and mask (in the body), made once."""
+        target, mask = self.target(source, targets, (slice(None), slice(None)))
+        return source, target, mask & (self.hu[source] > BODY_HU)
 
     def best_network(self) -> torch.nn.Module:
         self.network.load_state_dict(self.best_state)

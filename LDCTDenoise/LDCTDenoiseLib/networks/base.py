@@ -70,6 +70,15 @@ def config_from_dict(cls: type[ConfigT], values: Any) -> ConfigT:
     return config
 
 
+def train_with_frozen_batch_norm(network: nn.Module) -> None:
+    """Train mode, but every batch norm in eval mode: fine-tuning on small crops keeps the statistics the
+    network was trained with (its scales and shifts still learn)."""
+    network.train()
+    for module in network.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 class DenoisingNetwork(nn.Module):
     """Maps a normalised LDCT slice batch (N, 1, H, W) to a normalised NDCT estimate of the same size.
 
