@@ -3,20 +3,34 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
 
 import numpy as np
 import pytest
+import torch
 
 from LDCTDenoiseLib import cli
-from LDCTDenoiseLib.engine import adaptation, onnx_runtime
-from LDCTDenoiseLib.engine.adaptation import adapt, matched, neighbour_offset, noise_correlation, split_slices
+from LDCTDenoiseLib.engine import neighbours, onnx_runtime
+from LDCTDenoiseLib.engine.adaptation import adapt
 from LDCTDenoiseLib.engine.inference import CancelToken
+from LDCTDenoiseLib.engine.neighbours import (
+    MASK_HU,
+    NeighbourTrainer,
+    matched,
+    mismatch_threshold,
+    neighbour_offset,
+    noise_correlation,
+    prepare_series,
+    split_slices,
+    target_and_mask,
+)
 from LDCTDenoiseLib.engine.options import EngineOptions
 from LDCTDenoiseLib.errors import Cancelled, InputError
 from LDCTDenoiseLib.io import Volume, read_volume, write_volume
+from LDCTDenoiseLib.models.normalization import Normalization
 from LDCTDenoiseLib.models.weights import WEIGHTS_NAME, load_model, sha256_of
 from LDCTDenoiseLib.resources import resources_dirs
 from LDCTDenoiseLib.simulation import make_phantom
@@ -43,6 +57,59 @@ def test_the_mask_leaves_out_pixels_where_the_anatomy_changes_between_slices():
     mask = matched(a, b)
     assert not mask[25:35, 25:35].any()
     assert mask[:10].mean() > 0.99  # same anatomy, independent 30 HU noise: kept
+
+
+def test_the_mask_is_drawn_from_the_two_neighbours_never_from_the_source_s_own_noise():
+    volume = noisy_phantom(slices=12, size=96, noise_hu=150.0)
+    series = prepare_series(volume.array, 2.0, None, Normalization(), [])
+    pair = series.pairs[0]
+    window = (slice(None), slice(None))
+    _, mask = target_and_mask(series, pair, window)
+    series.hu[pair[0]] += np.random.default_rng(9).normal(0, 150, series.hu[pair[0]].shape).astype(np.float32)
+    np.testing.assert_array_equal(target_and_mask(series, pair, window)[1], mask)
+    # over the kept pixels the target's noise is unrelated to the source's: nothing teaches the network to keep noise
+    clean = make_phantom((12, 96, 96), seed=0).array
+    source_noise = volume.array[pair[0]] - clean[pair[0]]
+    target_noise = (volume.array[pair[1][0]] + volume.array[pair[1][1]]) / 2 - clean[pair[0]]
+    assert abs(np.corrcoef(source_noise[mask], target_noise[mask])[0, 1]) < 0.05
+
+
+def test_the_mismatch_threshold_grows_with_the_noise_so_noise_alone_leaves_few_pixels_out():
+    assert mismatch_threshold(noisy_phantom(noise_hu=10.0).array, 1) == MASK_HU
+    loud = noisy_phantom(noise_hu=300.0)
+    threshold = mismatch_threshold(loud.array, 1)
+    assert threshold > 2 * MASK_HU
+    flat = np.full((64, 64), 40.0, np.float32)
+    rng = np.random.default_rng(3)
+    before, after = (flat + rng.normal(0, 300, flat.shape).astype(np.float32) for _ in range(2))
+    assert matched(before, after, threshold).mean() > 0.98
+
+
+class _StandInBase(torch.nn.Module):
+    """A stand-in base model (named as such) whose whole correction is a given pattern."""
+
+    def __init__(self, correction: torch.Tensor | float) -> None:
+        super().__init__()
+        self.correction = correction
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.correction
+
+
+def test_the_target_keeps_the_base_model_s_low_frequency_correction_and_the_neighbours_fine_detail(tiny_model_dir):
+    series = prepare_series(noisy_phantom(slices=16).array, 2.0, None, Normalization(), [])
+
+    def held_out_target(base: torch.nn.Module | None) -> np.ndarray:
+        return NeighbourTrainer(load_model(tiny_model_dir).generator, [series], 0, base=base).validation[0][1]
+
+    raw = held_out_target(None)
+    np.testing.assert_allclose(raw, target_and_mask(series, series.held_out[0], (slice(None), slice(None)))[0])
+    # an offset both neighbours share (as photon starvation's bias) is what the base removes: it stays removed
+    np.testing.assert_allclose(held_out_target(_StandInBase(-0.05)), raw - 0.05, atol=1e-5)
+    # a pixel-scale correction (the texture adaptation is for) is left to the neighbours
+    checkerboard = 0.05 * (-1.0) ** torch.arange(96)[:, None] * (-1.0) ** torch.arange(96)[None, :]
+    inside = (slice(8, -8), slice(8, -8))  # the low-pass filter reflects at the slice's border
+    np.testing.assert_allclose(held_out_target(_StandInBase(checkerboard))[inside], raw[inside], atol=2e-4)
 
 
 def test_overlapping_slices_in_the_header_take_neighbours_one_thickness_apart():
@@ -89,12 +156,12 @@ def test_adaptation_lowers_the_held_out_loss_and_leaves_the_given_model_unchange
 
 def test_no_gain_on_the_held_out_slices_falls_back_to_the_unadapted_model(tiny_model_dir, monkeypatch):
     losses = iter(np.linspace(1.0, 2.0, 100))  # every validation worse than the one before training
-    monkeypatch.setattr(adaptation._Trainer, "validation_loss", lambda self: float(next(losses)))
+    monkeypatch.setattr(NeighbourTrainer, "validation_loss", lambda self: float(next(losses)))
     model = load_model(tiny_model_dir)
     result = adapt(model, noisy_phantom(), EngineOptions(adapt_steps=200))
     assert result.model is model and not result.adapted
     assert result.summary["stopped_early"]
-    assert result.summary["steps"] == adaptation.VALIDATE_EVERY * adaptation.PATIENCE
+    assert result.summary["steps"] == neighbours.VALIDATE_EVERY * neighbours.PATIENCE
     assert "did not lower the held-out" in result.summary["notes"][-1]
 
 
@@ -103,11 +170,10 @@ def test_a_seed_reproduces_the_adapted_weights(tiny_model_dir):
     volume = noisy_phantom()
 
     def weights(seed: int) -> dict:
-        adapted = adaptation._Trainer(model, volume.array, 1, *split_slices(volume.array.shape[0], 1),
-                                      EngineOptions(adapt_steps=5, adapt_seed=seed))
-        for _ in range(5):
-            adapted.train_step()
-        return adapted.network.state_dict()
+        series = prepare_series(volume.array, 2.0, None, model.normalization, [])
+        trainer = NeighbourTrainer(copy.deepcopy(model.generator), [series], seed)
+        trainer.fit(max_steps=5)
+        return trainer.network.state_dict()
 
     first, again, other = weights(3), weights(3), weights(4)
     assert all(np.array_equal(first[k], again[k]) for k in first)
@@ -161,7 +227,7 @@ def test_save_adapted_gives_a_model_that_reproduces_the_run_and_names_no_patient
 def test_the_bundled_model_file_is_unchanged_by_adapting():
     bundled_model_dir = RESOURCES / "Models" / "default"
     before = sha256_of(bundled_model_dir / WEIGHTS_NAME)
-    result = adapt(load_model(bundled_model_dir), noisy_phantom(slices=10, size=64), EngineOptions(adapt_steps=2))
+    result = adapt(load_model(bundled_model_dir), noisy_phantom(slices=12, size=64), EngineOptions(adapt_steps=2))
     assert result.summary["steps"] == 2
     assert sha256_of(bundled_model_dir / WEIGHTS_NAME) == before
 

@@ -1,4 +1,4 @@
-"""``ldct-train``: train | stage1 | stage2, finetune, export (model folder), evaluate, prepare, pack (for a GPU)."""
+"""``ldct-train``: train | stage1 | stage2, finetune, selfsup, export (model folder), evaluate, prepare, pack."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from .finetune import finetune
 from .methods import METHODS
 from .model_card import write_model_card
 from .pack import DEVICE_TREE_LIMIT_MIB, pack_dataset, travelling_mib
+from .selfsup import selfsup
 from .trainer import Trainer
 from .volumes import SeriesCache, training_volumes
 
@@ -54,6 +55,16 @@ def finetune_command(args: argparse.Namespace) -> None:
                       args.holdout, args.config, args.set, args.quiet)
     print(f"ldct-train finetune: {result.train_slices} training slices, {result.holdout_slices} held out; best "
           f"soft-tissue PSNR {result.best_psnr_soft:.2f} dB at step {result.best_step}; model {result.model}")
+
+
+def selfsup_command(args: argparse.Namespace) -> None:
+    result = selfsup(args.model, args.data, Path(args.out) if args.out else RUNS / "selfsup", args.steps, args.minutes,
+                     args.seed, args.from_scratch, args.resume, args.quiet)
+    for note in result.notes:
+        print(f"ldct-train selfsup: {note}", file=sys.stderr)
+    print(f"ldct-train selfsup: {result.series_used} series; {result.steps} steps, best at step {result.best_step} "
+          f"(held-out loss {result.validation_loss_before:.4g} -> {result.validation_loss_best:.4g}); model "
+          f"{result.model} (card: {result.model / 'MODEL_CARD.md'})")
 
 
 def methods_command(args: argparse.Namespace) -> None:
@@ -147,6 +158,17 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--out", help="run folder (default runs/finetune); the model is exported to OUT/model")
     command.add_argument("--quiet", action="store_true", help="no progress bars")
     command.set_defaults(run=finetune_command)
+    command = commands.add_parser("selfsup", help="train on your own low-dose series alone (no normal dose needed)")
+    command.add_argument("--data", required=True, help="a folder of low-dose series (DICOM folders or volume files)")
+    command.add_argument("--model", help="model to start from: installed name or folder (default: the default model)")
+    command.add_argument("--from-scratch", action="store_true", help="start from new weights of --model's network")
+    command.add_argument("--steps", type=int, default=2000, help="steps in all, resumed ones included (default 2000)")
+    command.add_argument("--minutes", type=float, default=0.0, help="also stop after this long (0: no limit)")
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--out", help="run folder (default runs/selfsup); the model is exported to OUT/model")
+    command.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    command.add_argument("--quiet", action="store_true", help="no progress bars")
+    command.set_defaults(run=selfsup_command)
     command = commands.add_parser("methods", help="list the methods and their presets")
     command.set_defaults(run=methods_command)
     command = commands.add_parser("export", help="write the module's model folder from a checkpoint")
