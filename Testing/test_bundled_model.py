@@ -74,3 +74,15 @@ def test_bundled_model_does_little_harm_on_a_scan_already_near_normal_dose(bundl
     for window in (SOFT_TISSUE, FULL_RANGE):
         assert psnr(kept, ndct, window) > psnr(low, ndct, window) - 0.3
         assert psnr(whole, ndct, window) < psnr(low, ndct, window) - 2.0
+
+
+def test_no_committed_manifest_holds_an_absolute_path_of_the_machine_that_made_it():
+    from pathlib import Path
+
+    repository = Path(__file__).resolve().parents[1]
+    manifests = sorted(repository.glob("Resources/Models/*/manifest.json")) + sorted(
+        repository.glob("evaluation/models/*/manifest.json"))
+    assert manifests
+    for manifest in manifests:
+        text = manifest.read_text()
+        assert '"/' not in text and ':\\\\' not in text, f"{manifest.relative_to(repository)} names a machine's path"

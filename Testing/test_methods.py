@@ -287,6 +287,7 @@ def test_finetune_retrains_an_installed_model_on_a_few_slices_and_exports_the_be
     provenance = exported.manifest["provenance"]
     assert provenance["steps"] == int(best["step"]) and provenance["finetune"]["train_slices"] == 3 * 1
     assert provenance["finetuned_from"]["name"] == "small-unet" and exported.manifest["architecture"] == "unet"
+    assert str(tmp_path) not in (run / "model" / "manifest.json").read_text()  # no folder of this machine
     stale = [float(row["output_psnr_soft"]) for row in validations if int(row["step"]) > int(best["step"])]
     assert validations[0]["step"] == "0"  # the model it started from is scored first: never exported worse
     assert len(validations) == 1 + 6 or len(stale) == 2  # ran to the end, or stopped after two stale validations

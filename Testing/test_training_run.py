@@ -109,6 +109,7 @@ def test_stage2_starts_from_the_stage1_weights_and_the_export_records_the_lineag
     manifest = export_model(stage2.train(), tmp_path / "model")
     lineage = json.loads(manifest.read_text())["provenance"]["initialised_from"]
     assert [(step["run"], step["stage"], step["steps"]) for step in lineage] == [("s1", "stage1", 4)]
+    assert str(tmp_path) not in manifest.read_text()  # the machine's folders: cut to their last name
 
 
 def _free_port() -> int:

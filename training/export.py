@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import platform
 import subprocess
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import torch
 from torch import nn
 
 from LDCTDenoiseLib.errors import InputError, WeightsError
 from LDCTDenoiseLib.models.normalization import Normalization
-from LDCTDenoiseLib.models.weights import DEFAULT_MODEL, save_model, sha256_of
+from LDCTDenoiseLib.models.weights import DEFAULT_MODEL, MANIFEST_NAME, save_model, sha256_of
 from LDCTDenoiseLib.networks import architecture
 
 from .checkpoint import checkpoint_architecture, load_checkpoint, run_folder
 from .methods import method
+
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def generator_from_checkpoint(state: dict) -> nn.Module:
@@ -56,6 +59,7 @@ def export_model(
         "machine": _machine(),
         **(extra or {}),
     }
+    provenance = portable(provenance)
     return save_model(
         generator_from_checkpoint(state),
         out,
@@ -92,13 +96,41 @@ def _lineage(source: str | None) -> list[dict]:
         try:
             state = load_checkpoint(source)
         except (InputError, WeightsError):  # an exported model, or a run no longer on this machine
-            chain.append({"source": str(source)})
+            chain.append({"source": str(source), **_model_identity(Path(source))})
             break
         chain.append({"run": run_folder(Path(state["path"])).name, "stage": state["stage"], "steps": state["step"],
                       "training_seconds": round(float(state.get("seconds", 0.0)), 1),
                       "crop": state["config"]["data"]["crop"], "batch": state["config"]["schedule"]["batch"]})
         source = state["config"].get("init_from")
     return chain
+
+
+def _model_identity(folder: Path) -> dict:
+    """An exported model by name and weights checksum (what a reader can check), when its manifest is there."""
+    try:
+        manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {"model": manifest.get("name"), "sha256": manifest.get("sha256")}
+
+
+def portable(value, root: Path = REPOSITORY):
+    """``value`` with every absolute path made relative to the repository, or cut to its last name outside it.
+
+    A manifest travels with its weights: the folders of the machine that made it mean nothing to a
+    reader and may name a user or a patient.
+    """
+    if isinstance(value, dict):
+        return {key: portable(item, root) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item, root) for item in value]
+    if isinstance(value, str) and "\n" not in value and (value.startswith("/") or PureWindowsPath(value).drive):
+        path = Path(value)
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            return f".../{path.name}"
+    return value
 
 
 def _git_commit() -> str | None:
