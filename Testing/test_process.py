@@ -96,3 +96,24 @@ def test_the_childs_own_lines_are_kept_for_the_log_pane(tiny_model_dir):
     mirrored.wait()
     assert mirrored.log[0].endswith("keep 0 HU of noise, 2 views averaged, 6 slices of 48 x 40")
     assert not any(line.startswith(("PROGRESS", "DONE")) for line in run.log)
+
+
+NOISY_LAUNCHER = """#!{python}
+# A stand-in launcher (named as such) that writes bytes no encoding decodes before starting the worker,
+# as a Windows console code page or a library's stray output can.
+import subprocess, sys
+sys.stdout.buffer.write(b"\\xff\\xfe launcher says \\x81\\n"); sys.stdout.flush()
+sys.stderr.buffer.write(b"\\xc3\\x28 warning\\n"); sys.stderr.flush()
+sys.exit(subprocess.call([{python!r}, *sys.argv[1:]]))
+"""
+
+
+def test_undecodable_bytes_from_the_child_are_replaced_and_the_run_still_finishes(tmp_path, tiny_model_dir):
+    launcher = tmp_path / "PythonSlicer"
+    launcher.write_text(NOISY_LAUNCHER.format(python=sys.executable))
+    launcher.chmod(0o755)
+    run = BackgroundDenoise(small_volume(), weights=str(tiny_model_dir), python=str(launcher),
+                            options=EngineOptions(device="cpu"))
+    result = run.wait()
+    assert run.state == DONE and run.done == run.total and result.array.shape == small_volume().array.shape
+    assert any("\ufffd" in line and "launcher says" in line for line in run.log)

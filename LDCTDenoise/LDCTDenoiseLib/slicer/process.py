@@ -51,8 +51,11 @@ class BackgroundDenoise:
                    *self.options.to_argv()]
         if weights:
             command += ["--model", str(weights)]
+        # UTF-8 both ways, undecodable bytes replaced: a decode error would end a reader thread silently
+        # (progress stops, and the child blocks on a full pipe); the locale's encoding is not UTF-8 everywhere
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env=_child_environment(), **_own_process_group())
+                                        encoding="utf-8", errors="replace", env=_child_environment(),
+                                        **_own_process_group())
         _LIVE_RUNS.add(self)
         self._stderr: list[str] = []
         self._readers = [threading.Thread(target=self._read_stdout, daemon=True),
@@ -161,4 +164,5 @@ def _child_environment() -> dict:
     """The child imports LDCTDenoiseLib from where this process found it (a checkout or a module)."""
     library_parent = str(Path(__file__).resolve().parent.parent)
     path = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PYTHONPATH": library_parent + (os.pathsep + path if path else "")}
+    return {**os.environ, "PYTHONPATH": library_parent + (os.pathsep + path if path else ""),
+            "PYTHONIOENCODING": "utf-8"}
