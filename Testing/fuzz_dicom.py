@@ -30,9 +30,14 @@ from LDCTDenoiseLib.io import Volume, read_volume, write_dicom_series
 
 MUTATED_TAGS = ["ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "RescaleSlope",
                 "RescaleIntercept", "Rows", "Columns", "BitsAllocated", "GantryDetectorTilt", "SliceThickness",
-                "Modality", "SeriesInstanceUID", "NumberOfFrames", "ImageType", "SOPClassUID", "PixelRepresentation"]
-VALUES = [[], [1], [0, 0], [0, 0, 0, 0], "nan", "inf", "-inf", 0, "-0", -1, 1e308, 2147483647, "garbage",
+                "Modality", "SeriesInstanceUID", "NumberOfFrames", "ImageType", "SOPClassUID", "PixelRepresentation",
+                "SamplesPerPixel", "PixelData"]
+VALUES = [[], [1], [0, 0], [0, 0, 0, 0], "nan", "inf", "-inf", 0, "-0", -1, 1e308, 1e-320, 2147483647, "garbage",
           [1, 0, 0, 0, 1, 0], [0, 1, 0, 1, 0, 0], [1, 0, 0, 0, 0, 1], [0.7, 0.7], "", "1.2.3", [2, 0, 0, 0, 2, 0]]
+PIXEL_DATA = [b"", b"\0\0", b"\0" * 1000]  # empty, a fragment, a truncated image
+READ_TAGS = {"ImagePositionPatient": b"\x20\x00\x32\x00", "ImageOrientationPatient": b"\x20\x00\x37\x00",
+             "PixelSpacing": b"\x28\x00\x30\x00", "RescaleSlope": b"\x28\x00\x53\x10",
+             "Rows": b"\x28\x00\x10\x00", "SamplesPerPixel": b"\x28\x00\x02\x00"}  # explicit VR little endian
 SYNTAXES = ["1.2.3.4.5", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.50"]
 
 
@@ -64,6 +69,8 @@ def mutate(ds: pydicom.Dataset, rng: np.random.Generator) -> str:
             delattr(ds, tag)
         return f"del {tag}"
     value = VALUES[int(rng.integers(len(VALUES)))]
+    if tag == "PixelData":
+        value = PIXEL_DATA[int(rng.integers(len(PIXEL_DATA)))]
     try:
         setattr(ds, tag, value)
         _writable(ds)
@@ -74,6 +81,17 @@ def mutate(ds: pydicom.Dataset, rng: np.random.Generator) -> str:
         ds[element_tag] = RawDataElement(element_tag, dictionary_VR(element_tag), len(raw), raw, 0, False, True)
         return f"{tag}=raw {text!r}"
     return f"{tag}={value!r}"
+
+
+def corrupt_vr(path: Path, rng: np.random.Generator) -> str:
+    """An unknown VR written into a tag the reader reads (pydicom will not write one: the bytes are patched)."""
+    tag = str(rng.choice(sorted(READ_TAGS)))
+    data = path.read_bytes()
+    at = data.find(READ_TAGS[tag], 132)
+    if at < 0:
+        return f"VR of {tag}: absent"
+    path.write_bytes(data[:at + 4] + b"QQ" + data[at + 6:])
+    return f"VR of {tag}=QQ"
 
 
 def _writable(ds: pydicom.Dataset) -> None:
@@ -95,6 +113,8 @@ def outcome(folder: Path, files: int) -> str:
         return "bad: direction not orthonormal"
     if not np.all(np.isfinite(volume.array)):
         return "bad: non-finite HU"
+    if np.ptp(volume.array) < 1.0:
+        return "bad: a constant volume (the source has anatomy)"
     if volume.array.shape[0] != files and not volume.metadata.get("notes"):
         return "bad: files dropped without a note"
     return "accepted"
@@ -118,6 +138,8 @@ def fuzz(source: Path, work: Path, cases: int, seed: int, failures: list | None 
                     ds = pydicom.dcmread(folder / target.name)
                     labels += [mutate(ds, rng) for _ in range(int(rng.integers(1, 4)))]
                     ds.save_as(folder / target.name)
+                    if rng.random() < 0.1:
+                        labels.append(corrupt_vr(folder / target.name, rng))
         except Exception:  # pydicom refuses to write this value with this VR: no file can hold it
             counts["unwritable"] += 1
             shutil.rmtree(folder)

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pydicom
 import pytest
-from fuzz_dicom import fuzz, make_source
+from fuzz_dicom import READ_TAGS, corrupt_vr, fuzz, make_source, outcome
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -82,13 +82,19 @@ CORPUS = [
     ("PixelSpacing inf", _set("PixelSpacing", ["inf", 0.7]), "PixelSpacing .* not finite"),
     ("PixelSpacing 0", _set("PixelSpacing", [0, 0.7]), "PixelSpacing .* must be positive"),
     ("PixelSpacing negative", _set("PixelSpacing", [-0.7, 0.7]), "PixelSpacing .* must be positive"),
-    ("RescaleSlope 0", _set("RescaleSlope", 0), "RescaleSlope is 0"),
-    ("RescaleSlope -0", _set("RescaleSlope", "-0"), "RescaleSlope is 0"),
+    ("RescaleSlope 0", _set("RescaleSlope", 0), "RescaleSlope 0 would make every voxel"),
+    ("RescaleSlope -0", _set("RescaleSlope", "-0"), "RescaleSlope -0 would make every voxel"),
+    ("RescaleSlope 1e-320", _set("RescaleSlope", "1e-320"), r"RescaleSlope \S+e-3\d\d would make every voxel"),
     ("RescaleIntercept -inf", _set("RescaleIntercept", "-inf"), "RescaleIntercept .* not finite"),
     ("IOP not orthonormal", _set("ImageOrientationPatient", [2, 0, 0, 0, 2, 0]), "not two orthogonal unit vectors"),
     ("a localizer only", _set("ImageType", ["ORIGINAL", "PRIMARY", "LOCALIZER"]), "only localizer"),
     ("multi-frame", _set("NumberOfFrames", 3), "multi-frame"),
     ("truncated pixel data", lambda ds: setattr(ds, "PixelData", ds.PixelData[:100]), "truncated"),
+    ("empty pixel data", _set("PixelData", b""), "PixelData is empty"),
+    ("SamplesPerPixel garbage", _raw("SamplesPerPixel", "US", b"garbage "),
+     "SamplesPerPixel .*(not numeric|cannot be|has 4 value)"),
+    ("SamplesPerPixel three values", _set("SamplesPerPixel", [1, 1, 1]), "SamplesPerPixel .* has 3 value"),
+    ("SamplesPerPixel 3 (colour)", _set("SamplesPerPixel", 3), "SamplesPerPixel 3; a CT slice has one sample"),
 ]
 
 
@@ -153,6 +159,19 @@ def test_one_ct_volume_beside_a_localizer_series_is_chosen_with_a_note(dicom_ser
 @pytest.fixture(scope="module")
 def fuzz_source(tmp_path_factory):
     return make_source(tmp_path_factory.mktemp("fuzz") / "source", SHARED_CT)
+
+
+@pytest.mark.parametrize("tag", sorted(READ_TAGS))
+def test_an_unknown_vr_in_a_tag_the_reader_reads_is_refused_or_read_never_a_traceback(dicom_series, tag):
+    folder, _ = dicom_series
+    files = sorted(folder.iterdir())
+
+    class Always:  # a stand-in random source (named as such) that picks ``tag``
+        def choice(self, options):
+            return tag
+
+    assert corrupt_vr(files[1], Always()) == f"VR of {tag}=QQ"
+    assert outcome(folder, len(files)) in ("refused", "accepted")
 
 
 def test_fuzzed_headers_give_a_correct_volume_or_an_input_error(fuzz_source, tmp_path):

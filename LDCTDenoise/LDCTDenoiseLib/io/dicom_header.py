@@ -21,6 +21,7 @@ MAX_MATRIX = 4096  # rows or columns; CT images are 512 to 2048
 ORTHONORMAL_TOLERANCE = 1e-3
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
 FIX_EXPORT = "re-export the series from the scanner or PACS"
+MIN_RESCALE_SLOPE = 1e-6  # scanners write 1 (or 0.5-2); below this every stored value maps to the intercept
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,9 @@ def rescale(dataset: pydicom.Dataset, path: Path) -> tuple[float, float]:
     """RescaleSlope and RescaleIntercept: the map from stored values to HU (slope never 0)."""
     slope = numbers(dataset, "RescaleSlope", 1, path)[0]
     intercept = numbers(dataset, "RescaleIntercept", 1, path)[0]
-    if slope == 0:
-        raise InputError(f"{path.name}: RescaleSlope is 0, which would make every voxel {intercept:g} HU; "
-                         f"{FIX_EXPORT}")
+    if abs(slope) < MIN_RESCALE_SLOPE:
+        raise InputError(f"{path.name}: RescaleSlope {slope:g} would make every voxel {intercept:g} HU (a CT slope is "
+                         f"about 1); {FIX_EXPORT}")
     return float(slope), float(intercept)
 
 
@@ -88,15 +89,21 @@ def check_pixel_data(dataset: pydicom.Dataset, path: Path, rows: int, columns: i
         raise InputError(f"{path.name}: TransferSyntaxUID {syntax} is not a known transfer syntax; {FIX_EXPORT}")
     if "PixelData" not in dataset:
         raise InputError(f"{path.name} holds no PixelData; it is not an image")
+    pixel_data = _value(dataset, "PixelData", path)
+    if not pixel_data:
+        raise InputError(f"{path.name}: its PixelData is empty; the file was cut short. {FIX_EXPORT}")
+    samples = int(numbers(dataset, "SamplesPerPixel", 1, path)[0]) if "SamplesPerPixel" in dataset else 1
+    if samples != 1:
+        raise InputError(f"{path.name}: SamplesPerPixel {samples}; a CT slice has one sample per pixel (grayscale). "
+                         f"{FIX_EXPORT}")
     if syntax.is_compressed or syntax.is_deflated:
         return  # its length says nothing; the decoder checks it
     bits = int(numbers(dataset, "BitsAllocated", 1, path)[0])
     if bits not in (8, 16, 32):
         raise InputError(f"{path.name}: BitsAllocated {bits} is not 8, 16 or 32; {FIX_EXPORT}")
-    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
-    expected = rows * columns * samples * bits // 8
-    if len(dataset.PixelData) < expected:
-        raise InputError(f"{path.name}: PixelData holds {len(dataset.PixelData)} bytes where Rows x Columns "
+    expected = rows * columns * bits // 8
+    if len(pixel_data) < expected:
+        raise InputError(f"{path.name}: PixelData holds {len(pixel_data)} bytes where Rows x Columns "
                          f"({rows} x {columns}) at {bits} bits need {expected}; the file is truncated. {FIX_EXPORT}")
 
 
