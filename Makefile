@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slicer-python bench report gpu-pack clean
+.PHONY: demo test test-slicer-python bench report gpu-pack check-extension clean
 
 # Slicer 5.8's Python (3.9) with the packages it ships: the module's code must run there too.
 SLICER_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3.9 /usr/bin/python3.9 /usr/local/bin/python3.9))
@@ -62,6 +62,9 @@ gpu-pack: $(STAMP)
 	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
 		--implementation py --platform any -d .whl $(PYDICOM_PIN) $(PLATFORMDIRS_PIN)
 	$(BIN)/ldct-train pack --config gpu-scanner --set data.dataset=training/datasets/shared-ct-all.csv --out gpu-pack
+
+check-extension: $(STAMP)
+	$(BIN)/python release/check_extension.py
 
 clean:
 	rm -rf $(VENV) $(SLICER_VENV) demo-output
