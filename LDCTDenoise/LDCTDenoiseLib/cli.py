@@ -20,6 +20,7 @@ from .engine.noise_level import applied_summary
 from .engine.options import EngineOptions, add_engine_arguments, options_from_args
 from .errors import InputError, LDCTError, OutputError
 from .io import Volume, check_output_format, read_volume, write_volume
+from .models.download import download_model
 from .models.weights import find_model, install_model, installed_models, model_search_paths
 from .signals import signals_answered
 from .simulation import FILTERS, ProjectionNoise, ScannerNoise, make_phantom, simulate_low_dose
@@ -172,10 +173,28 @@ def info_command(args: argparse.Namespace) -> dict:
 
 def models_command(args: argparse.Namespace) -> dict:
     """Every model that loads by name, with its architecture and one-line summary (after installing one)."""
-    installed = {"installed": str(install_model(args.install, args.name))} if args.install else {}
+    installed = {"installed": str(_install(args))} if args.install else {}
     return {"command": "models", **installed, "models": {
         model.name: {"architecture": model.architecture, "summary": model.summary, "folder": str(model.folder)}
         for model in installed_models()}}
+
+
+def _install(args: argparse.Namespace) -> Path:
+    """A model folder copied in, or (a URL) a zipped model downloaded, checked against --sha256 and installed."""
+    if not args.install.startswith(("https://", "http://")):
+        if args.sha256:
+            raise InputError("--sha256 checks a downloaded archive; a model folder carries its own checksum")
+        return install_model(args.install, args.name)
+    if not args.sha256:
+        raise InputError("--install URL needs --sha256 HEX (published with the model): nothing is loaded unchecked")
+    from tqdm import tqdm
+
+    with tqdm(unit="B", unit_scale=True, desc="downloading the model", disable=args.quiet, file=sys.stderr) as bar:
+        def progress(done: int, total: int | None) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        return download_model(args.install, args.sha256, args.name, progress)
 
 
 def demo_command(args: argparse.Namespace) -> dict:
@@ -388,8 +407,10 @@ def _parser() -> argparse.ArgumentParser:
 
     command("info", info_command, "show devices, torch and where models are looked for")
     sub = command("models", models_command, "list the installed models (usable as --model NAME)")
-    sub.add_argument("--install", metavar="FOLDER", help="first copy this model folder (checksum verified) into the "
-                                                         "user cache, e.g. evaluation/models/pix2pix")
+    sub.add_argument("--install", metavar="FOLDER_OR_URL",
+                     help="first install a model into the user cache: a model folder (its checksum verified), e.g. "
+                          "evaluation/models/pix2pix, or the https:// address of a zipped model folder")
+    sub.add_argument("--sha256", metavar="HEX", help="with --install URL: the archive's published SHA-256")
     sub.add_argument("--as", dest="name", help="the installed name (default: the folder's name)")
 
     sub = command("demo", demo_command, "simulate low dose on real CT (or a phantom) and denoise it")
