@@ -128,6 +128,22 @@ def test_the_models_keep_noise_applies_in_the_child_and_zero_gives_the_whole_cor
     np.testing.assert_allclose(volume_from_node(entire).array, whole, atol=1e-2)
 
 
+def test_a_series_the_keep_noise_rule_leaves_almost_untouched_says_so_and_how_to_denoise_further(scene, tmp_path):
+    from conftest import tiny_generator
+    from LDCTDenoiseLib.models.normalization import Normalization
+    from LDCTDenoiseLib.models.weights import save_model
+
+    kept_model = save_model(tiny_generator(), tmp_path / "kept", Normalization(), provenance={}, name="kept",
+                            inference={"keep_noise_hu": 20.0}).parent
+    quiet = make_phantom((5, 128, 128))  # a few HU of texture: already below the 20 HU the model keeps
+    job = denoise(scene, add_volume_node(scene, quiet, "routine dose"), weights=str(kept_model),
+                  wait_for_completion=False, options=EngineOptions(device="cpu"))
+    node = job.wait()
+    hint = "% applied. Little was changed: its noise measures"
+    assert hint in job.status and "--keep-noise 0" in job.status
+    assert hint in node.GetDescription() and node.GetDescription().startswith("Denoised by LDCTDenoise. Done:")
+
+
 def test_the_self_ensemble_applies_in_the_child_and_a_bad_view_count_starts_nothing(scene, tiny_model_dir):
     volume = make_phantom((2, 96, 96))
     ldct = add_volume_node(scene, volume, "LDCT")

@@ -96,7 +96,7 @@ def test_outside_the_patient_a_correction_beyond_twice_the_inputs_noise_is_cut_t
     noisy = liver_slice() + noise
     correction = -noise
     correction[124:126, 20:108] += 170.0  # a couch's gap filled in, below the patient
-    bounded, _ = adapted_correction(noisy, correction, keep_noise_hu=10.0)
+    bounded, _, _ = adapted_correction(noisy, correction, keep_noise_hu=10.0)
     bound = 2.0 * local_noise_hu(noisy, flat_soft_tissue(noisy + correction))
     assert 55.0 < bound < 65.0
     assert bounded[124:126, 20:108].max() == pytest.approx(bound, rel=1e-4)
@@ -108,7 +108,7 @@ def test_outside_the_patient_a_correction_beyond_twice_the_inputs_noise_is_cut_t
 
 def test_without_a_kept_noise_the_correction_is_the_networks_own():
     correction = np.random.default_rng(0).normal(0.0, 30.0, (128, 128)).astype(np.float32) + 10.0
-    unchanged, weight = adapted_correction(liver_slice() - correction, correction, keep_noise_hu=0.0)
+    unchanged, weight, _ = adapted_correction(liver_slice() - correction, correction, keep_noise_hu=0.0)
     assert unchanged is correction and weight == 1.0
 
 
@@ -123,7 +123,7 @@ def test_the_engine_scales_each_slices_correction_by_its_weight_from_the_models_
     denoiser = VolumeDenoiser(model_keeping(8.0), EngineOptions(compile="off"))
     out = denoiser(hu)
     for k in range(hu.shape[0]):
-        correction, weight = adapted_correction(hu[k], full[k] - hu[k], 8.0)
+        correction, weight, _ = adapted_correction(hu[k], full[k] - hu[k], 8.0)
         np.testing.assert_allclose(out[k] - hu[k], weight * correction, atol=1e-2)
     low, high = denoiser.last_run["applied_percent"]
     assert 0.0 <= low <= high <= 100.0 and denoiser.last_run["keep_noise_hu"] == 8.0
@@ -142,3 +142,16 @@ def test_the_option_overrides_the_models_value_and_zero_applies_the_whole_correc
 def test_a_kept_noise_outside_0_to_100_hu_is_refused(keep_hu):
     with pytest.raises(InputError, match="keep-noise must be between 0 and 100 HU"):
         EngineOptions(keep_noise_hu=keep_hu)
+
+
+def test_the_run_summary_says_when_the_rule_left_most_slices_untouched_and_how_to_denoise_further():
+    from LDCTDenoiseLib.engine.noise_level import applied_summary
+
+    quiet = {"keep_noise_hu": 20.0, "applied_percent": [0.0, 100.0], "applied_median_percent": 0.0,
+             "input_noise_hu": 13.2}
+    assert applied_summary(quiet) == (", keep 20 HU: 0-100 % applied. Little was changed: its noise measures 13 HU in "
+                                      "flat soft tissue, near the 20 HU kept; to denoise further set keep noise lower "
+                                      "(--keep-noise 0 takes the network's whole correction)")
+    noisy = {**quiet, "applied_percent": [40.0, 100.0], "applied_median_percent": 85.0}
+    assert applied_summary(noisy) == ", keep 20 HU: 40-100 % applied"
+    assert applied_summary({**quiet, "keep_noise_hu": 0.0}) == ""

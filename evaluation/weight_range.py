@@ -27,7 +27,7 @@ def passing_weights(ldct: np.ndarray, correction: np.ndarray, ndct: np.ndarray, 
     smallest share with flat noise at or below the NDCT's (NaN where none), whether one share passes
     both, and whether one share is ahead of ``bm3d`` in both windows (None without it).
     """
-    shaped, applied = adapted_correction(ldct, correction, keep_noise_hu)
+    shaped, applied, _ = adapted_correction(ldct, correction, keep_noise_hu)
     ndct_noise = local_noise_hu(ndct, flat)
     images = [ldct + np.float32(weight) * shaped for weight in WEIGHTS]
     scores = np.array([[psnr(image, ndct, window) for window in DEFAULT_WINDOWS] for image in images])

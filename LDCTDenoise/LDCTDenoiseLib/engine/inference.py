@@ -111,6 +111,7 @@ class VolumeDenoiser:
             else self.options.keep_noise_hu
         self.last_run: dict = {}
         self._weights: list[float] = []  # the share of the correction each slice of the current run got
+        self._noise: list[float] = []  # the input noise the rule measured on each slice of the current run
 
     @property
     def runtime(self) -> str:
@@ -159,7 +160,7 @@ class VolumeDenoiser:
         batch = self._initial_batch_size(hu.shape[1:])
         forward = self._forward_for(slices) if self.onnx is None else self.network
         output = np.empty(hu.shape, dtype=np.float32)
-        self._weights = []
+        self._weights, self._noise = [], []
         started = time.perf_counter()
         done = 0
         while done < slices:
@@ -188,6 +189,8 @@ class VolumeDenoiser:
             "self_ensemble": self.options.self_ensemble,
             "applied_percent": [round(100 * min(self._weights), 1), round(100 * max(self._weights), 1)]
             if self._weights else [],
+            "applied_median_percent": round(100 * float(np.median(self._weights)), 1) if self._weights else None,
+            "input_noise_hu": round(float(np.median(self._noise)), 1) if self._noise else None,
         }
         return output
 
@@ -197,9 +200,11 @@ class VolumeDenoiser:
         correction = self._correction(forward, hu_batch, batch) * np.float32(normalization.scale)
         correction += normalization.floor_lift(hu_batch)
         for index, (slice_hu, slice_correction) in enumerate(zip(hu_batch, correction)):
-            slice_correction, weight = adapted_correction(slice_hu, slice_correction, self.keep_noise_hu)
+            slice_correction, weight, noise = adapted_correction(slice_hu, slice_correction, self.keep_noise_hu)
             weight *= self.options.strength
             self._weights.append(weight)
+            if noise is not None:
+                self._noise.append(noise)
             correction[index] = slice_correction * np.float32(weight)
         return hu_batch + correction
 

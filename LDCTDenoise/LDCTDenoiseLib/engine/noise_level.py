@@ -23,6 +23,8 @@ the patient and lost 0.04 dB.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy import ndimage
 
@@ -36,25 +38,34 @@ FLAT_WINDOW_PX = 9  # flat pixels keep half this window away from any edge
 MIN_FLAT_PIXELS = 100  # fewer than this and the slice's noise is not measured (a 10 x 10 patch)
 TISSUE_HU = (-300.0, 300.0)  # soft tissue, fat and enhanced organs, whose local mean the correction keeps
 TISSUE_MEAN_SIGMA_PX = 8.0  # validation cells: 4, 8 and 16 px fix the bias alike; 8 px gains the most PSNR
+LITTLE_APPLIED_PERCENT = 20.0  # at most this share on most slices (the median): the run says it changed little
 OUTSIDE_BOUND = 2.0  # x the input's noise; validation cells: 1.5 and 2 alike, 2 keeps the most full range
 
 
-def adapted_correction(hu: np.ndarray, correction: np.ndarray, keep_noise_hu: float) -> tuple[np.ndarray, float]:
+class SliceRule(NamedTuple):
+    """One slice under the rule: its correction, the weight (0 to 1) it gets, and the input's measured noise."""
+
+    correction: np.ndarray
+    weight: float
+    input_noise_hu: float | None  # flat soft tissue's noise; None where not measured (rule off, too little tissue)
+
+
+def adapted_correction(hu: np.ndarray, correction: np.ndarray, keep_noise_hu: float) -> SliceRule:
     """One slice's correction under the rule (module docstring), and the weight (0 to 1) it gets.
 
     ``keep_noise_hu`` 0 asks for the network's whole correction: it comes back unchanged, weight 1.
     """
     if keep_noise_hu <= 0:
-        return correction, 1.0
+        return SliceRule(correction, 1.0, None)
     correction = without_tissue_mean(hu, correction)
     denoised = hu + correction
     patient = _body(denoised)
     flat = flat_soft_tissue(denoised, patient)
     if flat.sum() < MIN_FLAT_PIXELS:
-        return correction, 1.0
+        return SliceRule(correction, 1.0, None)
     input_noise = local_noise_hu(hu, flat)
     correction = bounded_outside_patient(correction, patient, OUTSIDE_BOUND * input_noise)
-    return correction, wiener_weight(correction[flat], input_noise, keep_noise_hu)
+    return SliceRule(correction, wiener_weight(correction[flat], input_noise, keep_noise_hu), input_noise)
 
 
 def without_tissue_mean(hu: np.ndarray, correction: np.ndarray) -> np.ndarray:
@@ -115,11 +126,22 @@ def local_noise_hu(image: np.ndarray, flat: np.ndarray) -> float:
 
 
 def applied_summary(run: dict) -> str:
-    """', keep 20 HU: 40-100 % applied' for a run's record (``VolumeDenoiser.last_run``); '' without keep-noise."""
+    """', keep 20 HU: 40-100 % applied' for a run's record (``VolumeDenoiser.last_run``); '' without keep-noise.
+
+    When the rule left (most of) the series untouched, it says so and how to denoise further: a user
+    who sees no change otherwise has no hint that the series' noise was already near the target.
+    """
     if not run.get("keep_noise_hu") or not run.get("applied_percent"):
         return ""
     low, high = run["applied_percent"]
-    return f", keep {run['keep_noise_hu']:g} HU: {low:g}-{high:g} % applied"
+    text = f", keep {run['keep_noise_hu']:g} HU: {low:g}-{high:g} % applied"
+    typical = run.get("applied_median_percent")
+    if (high if typical is None else typical) <= LITTLE_APPLIED_PERCENT:
+        noise = run.get("input_noise_hu")
+        measured = f"its noise measures {noise:.0f} HU in flat soft tissue, " if noise is not None else ""
+        text += (f". Little was changed: {measured}near the {run['keep_noise_hu']:g} HU kept; to denoise further set "
+                 "keep noise lower (--keep-noise 0 takes the network's whole correction)")
+    return text
 
 
 def _body(image: np.ndarray) -> np.ndarray:

@@ -133,6 +133,8 @@ class DenoiseJob:
             update_node_from_volume(node, volume.with_array(cast_voxels(volume.array, self.stored_dtype)))
             for key, value in volume.metadata.get("header", {}).items():
                 node.SetAttribute(key.replace("_", ".", 1), value)  # LDCTDenoise.model, LDCTDenoise.strength_percent
+            if self.background.summary:  # what made it, and a hint when the keep-noise rule left it almost as it was
+                node.SetDescription(f"Denoised by LDCTDenoise. {self.status}")
             show_like(node, self.input_node)
             self.output_node = node
         return self.output_node
