@@ -191,7 +191,7 @@ class DenoisePanel(VTKObservationMixin):
         self._parameterNode.regionSegmentId = self.ui.segmentSelector.currentSegmentID() or ""
 
     def _fillModelSelector(self):
-        """Every installed model (bundled or in the cache) with its card's one-line summary, then 'Weights file'."""
+        """Every installed model (bundled or in the cache) with its card's one-line summary, then 'Model folder'."""
         from ..models.catalog import installed_models
 
         combo = self.ui.modelComboBox
@@ -201,7 +201,7 @@ class DenoisePanel(VTKObservationMixin):
             combo.setItemData(combo.count - 1, f"{model.architecture}, {model.folder}", qt.Qt.ToolTipRole)
         if combo.findData(DEFAULT_MODEL) < 0:
             combo.insertItem(0, _("default (not installed: run ldct-train export)"), DEFAULT_MODEL)
-        combo.addItem(_("Weights file (choose a model folder below)"), WEIGHTS_FILE)
+        combo.addItem(_("Model folder (choose it below)"), WEIGHTS_FILE)
 
     def onModelChanged(self, index):
         if self._parameterNode is not None and index >= 0:
