@@ -79,18 +79,23 @@ class LDCTDenoiseLogic(ScriptedLoadableModuleLogic):
 
         return LDCTDenoiseParameterNode(super().getParameterNode())
 
-    def setupPythonRequirements(self, askConfirmation=True):
+    def setupPythonRequirements(self, askConfirmation=True, forComparison=False):
         """torch through the PyTorch extension (the build that fits the GPU), the rest with pip, after asking;
-        Slicer's own packages are never upgraded. False when the user declines."""
-        from LDCTDenoiseLib.slicer.requirements import FirstRunInstaller
+        Slicer's own packages are never upgraded. False when the user declines. ``forComparison``: only what
+        the region comparison needs (no torch, no PyTorch extension)."""
+        from LDCTDenoiseLib.slicer.requirements import COMPARISON_PACKAGES, PACKAGES, FirstRunInstaller
 
+        if forComparison:
+            installer = FirstRunInstaller(None, slicer.util.confirmOkCancelDisplay, slicer.util.pip_install,
+                                          COMPARISON_PACKAGES)
+            return installer.run(ask=askConfirmation, torch_needed=False)
         try:
             import PyTorchUtils
 
             torchLogic = PyTorchUtils.PyTorchUtilsLogic()
         except ModuleNotFoundError:
             torchLogic = None
-        installer = FirstRunInstaller(torchLogic, slicer.util.confirmOkCancelDisplay, slicer.util.pip_install)
+        installer = FirstRunInstaller(torchLogic, slicer.util.confirmOkCancelDisplay, slicer.util.pip_install, PACKAGES)
         return installer.run(ask=askConfirmation)
 
     def denoise(self, inputNode, outputNode=None, options=None, weights=None, waitForCompletion=True,

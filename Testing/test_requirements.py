@@ -99,3 +99,34 @@ def test_the_first_run_installer_changes_nothing_when_the_user_declines():
 def test_the_first_run_installer_names_the_missing_pytorch_extension():
     with pytest.raises(RuntimeError, match="needs the PyTorch extension"):
         FirstRunInstaller(None, lambda q: True, lambda a: None).run()
+
+
+def test_the_comparison_needs_neither_torch_nor_the_pytorch_extension():
+    import subprocess
+    import sys
+
+    from LDCTDenoiseLib.slicer.requirements import COMPARISON_PACKAGES
+
+    installs = []
+    assert FirstRunInstaller(None, lambda q: True, installs.append, COMPARISON_PACKAGES).run(torch_needed=False)
+    assert installs == [] and "torch" not in {package.module for package in COMPARISON_PACKAGES}
+    code = ("import sys, LDCTDenoiseLib.compare.report, LDCTDenoiseLib.slicer.logic; "
+            "print(sorted(m for m in ('torch', 'onnxruntime', 'openvino') if m in sys.modules))")
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"  # what Compute runs imports no torch (nor the engine's runtimes)
+
+
+def test_a_second_install_while_one_runs_is_refused_and_the_flag_clears_afterwards():
+    from LDCTDenoiseLib.slicer.requirements import install_running
+
+    missing = (Package("no_such_module_here", "no-such-package", "1.2"),)
+    refused = []
+
+    def pip_install(arguments):  # pip pumps Slicer's events: the user presses Apply again meanwhile
+        assert install_running()
+        with pytest.raises(RuntimeError, match="being installed"):
+            FirstRunInstaller(TorchLogicStandIn(installed=True), lambda q: True, lambda a: None, missing).run()
+        refused.append(arguments)
+
+    assert FirstRunInstaller(TorchLogicStandIn(installed=True), lambda q: True, pip_install, missing).run()
+    assert refused and not install_running()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -49,6 +50,14 @@ PACKAGES = (
     Package("onnx", "onnx", "1.15"),
 )
 TORCH = Package("torch", "torch", "2.4")
+COMPARISON_MODULES = {"numpy", "scipy", "SimpleITK", "pydicom", "skimage", "matplotlib"}  # Compute: no torch
+COMPARISON_PACKAGES = tuple(package for package in PACKAGES if package.module in COMPARISON_MODULES)
+_installing = threading.Event()  # one install at a time: pip pumps Slicer's events, so a button can be pressed again
+
+
+def install_running() -> bool:
+    """True while a first-run install is under way (the panel disables Apply and Compute meanwhile)."""
+    return _installing.is_set()
 
 
 @dataclass
@@ -137,9 +146,23 @@ class FirstRunInstaller:
                  packages: tuple[Package, ...] = PACKAGES) -> None:
         self.torch_logic, self.confirm, self.pip_install, self.packages = torch_logic, confirm, pip_install, packages
 
-    def run(self, ask: bool = True) -> bool:
+    def run(self, ask: bool = True, torch_needed: bool = True) -> bool:
         """Install what is missing (torch through the PyTorch extension, the rest with pip, after asking);
-        Slicer's own packages are never upgraded. False when the user declines; an error says what blocks."""
+        Slicer's own packages are never upgraded. False when the user declines; an error says what blocks.
+
+        ``torch_needed`` False (the region comparison) neither asks for the PyTorch extension nor installs torch.
+        """
+        if _installing.is_set():
+            raise RuntimeError("Python packages are being installed for LDCTDenoise; wait until that finishes.")
+        _installing.set()
+        try:
+            return self._run(ask, torch_needed)
+        finally:
+            _installing.clear()
+
+    def _run(self, ask: bool, torch_needed: bool) -> bool:
+        if not torch_needed:
+            return self._pip_missing(ask)
         if self.torch_logic is None:
             raise RuntimeError("This module needs the PyTorch extension: install 'PyTorch' from the Extensions "
                                "Manager, restart Slicer, and try again.")
@@ -147,9 +170,14 @@ class FirstRunInstaller:
             if self.torch_logic.installTorch(askConfirmation=ask, torchVersionRequirement=f">={TORCH.minimum}") is None:
                 return False
         problem = torch_problem(installed_version(TORCH))
+        if problem:
+            raise RuntimeError(problem)
+        return self._pip_missing(ask)
+
+    def _pip_missing(self, ask: bool) -> bool:
         needed = plan(self.packages)
-        if problem or needed.problems:
-            raise RuntimeError("\n".join(([problem] if problem else []) + needed.problems))
+        if needed.problems:
+            raise RuntimeError("\n".join(needed.problems))
         if needed.install:
             question = (f"LDCTDenoise needs these Python packages: {', '.join(needed.install)}. "
                         "Install them now (pip)?")

@@ -25,6 +25,7 @@ from slicer.util import VTKObservationMixin
 
 from ..engine.options import COMPILE_MODES, DEVICE_CHOICES, PRECISIONS, RUNTIMES, SELF_ENSEMBLE_SIZES
 from ..resources import resource_path
+from .requirements import install_running
 from .settings import SessionSettings, engine_options
 
 DEFAULT_MODEL, WEIGHTS_FILE = "default", "Weights file"  # model: an installed model's name, or a chosen folder
@@ -145,7 +146,8 @@ class DenoisePanel(VTKObservationMixin):
     def _updateGui(self, caller=None, event=None):
         p = self._parameterNode
         running = self._job is not None
-        self.ui.applyButton.enabled = running or bool(p and p.inputVolume)
+        installing = install_running()  # pip pumps events: a second press would start a second install
+        self.ui.applyButton.enabled = not installing and (running or bool(p and p.inputVolume))
         self.ui.applyButton.text = _("Cancel") if running else _("Apply")
         self.ui.applyButton.toolTip = _("Stop denoising; nothing is added") if running else _("Denoise the input")
         if p is None:
@@ -180,7 +182,8 @@ class DenoisePanel(VTKObservationMixin):
         self.ui.otherVolumesSelector.blockSignals(wasBlocked)
         hasRegion = bool(p.regionRoi) if p.regionKind == ROI else bool(p.regionSegmentation and p.regionSegmentId)
         computing = self._compareJob is not None
-        self.ui.computeButton.enabled = not running and not computing and bool(p.ndctVolume) and hasRegion
+        self.ui.computeButton.enabled = (not installing and not running and not computing and bool(p.ndctVolume)
+                                         and hasRegion)
         self.ui.exportTableButton.enabled = bool(p.metricsTable)
         self.ui.exportChartButton.enabled = self._comparison is not None
 
@@ -224,7 +227,7 @@ class DenoisePanel(VTKObservationMixin):
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Denoising could not start."), waitCursor=True):
-            if not self.logic.setupPythonRequirements():
+            if not self._installed(forComparison=False):
                 self.ui.statusLabel.text = _("Python packages not installed; nothing was run")
                 return
             self._job = self.logic.denoise(p.inputVolume, p.outputVolume, options=engine_options(p),
@@ -296,7 +299,7 @@ class DenoisePanel(VTKObservationMixin):
     def onComputeButton(self):
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Comparison failed."), waitCursor=True):
-            if not self.logic.setupPythonRequirements():
+            if not self._installed(forComparison=True):
                 return
             inROI = p.regionKind == ROI
             self._compareJob = self.logic.compare(
@@ -307,6 +310,14 @@ class DenoisePanel(VTKObservationMixin):
             self.ui.compareProgressBar.show()
             self._compareTimer.start()
         self._updateGui()
+
+    def _installed(self, forComparison: bool) -> bool:
+        """The first-run install (the comparison needs no torch), with Apply and Compute disabled meanwhile."""
+        self.ui.applyButton.enabled = self.ui.computeButton.enabled = False
+        try:
+            return self.logic.setupPythonRequirements(forComparison=forComparison)
+        finally:
+            self._updateGui()
 
     def _pollCompare(self):
         job = self._compareJob
