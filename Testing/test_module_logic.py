@@ -269,6 +269,20 @@ def test_compute_runs_in_a_worker_thread_and_touches_the_scene_only_when_the_cal
     assert result.rows == waited.rows
 
 
+def test_a_cancelled_compute_fills_no_node_and_its_worker_stops(ct_scene):
+    scene, grid, nodes = ct_scene
+    roi = _roi_at(scene, grid, [32, 32, 2])
+    count = scene.GetNumberOfNodes()
+    job = CompareJob(scene, nodes["NDCT"], [nodes["LDCT"], nodes["Denoised"]], roi_node=roi, register=True)
+    job.cancel()  # the scene closes
+    assert job.poll() == CANCELLED
+    job._thread.join(timeout=60)
+    assert not job._thread.is_alive()
+    with pytest.raises(Cancelled, match="no table or chart was filled"):
+        job.result()
+    assert scene.GetNumberOfNodes() == count
+
+
 def test_a_failing_compute_reports_the_reason_on_the_callers_thread_and_adds_nothing(ct_scene):
     scene, grid, nodes = ct_scene
     far = Volume(grid.array, spacing=grid.spacing, origin=(500.0, 500.0, 500.0), direction=grid.direction)

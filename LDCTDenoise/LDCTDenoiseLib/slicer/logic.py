@@ -26,7 +26,7 @@ from ..compare.report import REFERENCE, ComparisonReport, compare, plot_densitie
 from ..compare.roi import Region
 from ..engine.noise_level import applied_summary
 from ..engine.options import EngineOptions
-from ..errors import InputError, OutputError
+from ..errors import Cancelled, InputError, OutputError
 from ..io import cast_voxels
 from .mrml_bridge import (
     density_chart,
@@ -197,6 +197,7 @@ class CompareJob:
         self._report: ComparisonReport | None = None
         self._error: Exception | None = None
         self._comparison: RegionComparison | None = None
+        self._cancelled = threading.Event()
         arguments = (volume_from_node(ndct_node), volumes, [region], "rigid" if register else "none", windows)
         self._thread = threading.Thread(target=self._run, args=arguments, daemon=True)
         self._thread.start()
@@ -208,14 +209,22 @@ class CompareJob:
             self._error = error
 
     def _at(self, stage: str) -> None:
+        if self._cancelled.is_set():  # the worker stops at its next stage
+            raise Cancelled("comparison cancelled")
         self.stage = stage
+
+    def cancel(self) -> None:
+        """Abandon the comparison (the scene is closing): it fills no node, and its worker stops at its next stage."""
+        self._cancelled.set()
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
     def poll(self) -> str:
-        """running, done or failed (non-blocking)."""
+        """running, done, failed or cancelled (non-blocking)."""
+        if self._cancelled.is_set():
+            return CANCELLED
         if self._thread.is_alive():
             return RUNNING
         return FAILED if self._error is not None else DONE
@@ -226,6 +235,8 @@ class CompareJob:
 
     def result(self) -> RegionComparison:
         """The comparison, its table and chart filled (once); raises what the worker raised."""
+        if self._cancelled.is_set():
+            raise Cancelled("the comparison was cancelled (its scene closed); no table or chart was filled")
         if self._error is not None:
             raise self._error
         if self._comparison is None:

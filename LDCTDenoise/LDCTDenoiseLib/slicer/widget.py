@@ -104,6 +104,7 @@ class DenoisePanel(VTKObservationMixin):
 
     def cleanup(self):
         self._cancelRun()
+        self._cancelComparison()
         self.removeObservers()
 
     def enter(self):
@@ -120,6 +121,7 @@ class DenoisePanel(VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event):
         self._cancelRun()  # the scene the output would go into is going away
+        self._cancelComparison()  # its table and chart would go into removed nodes
         self._comparison = None
         self.setParameterNode(None)
 
@@ -295,6 +297,14 @@ class DenoisePanel(VTKObservationMixin):
             self._endRun(None)
 
     # --- Compare regions --------------------------------------------------------------------------
+
+    def _cancelComparison(self):
+        self._compareTimer.stop()
+        if self._compareJob is not None:
+            self._compareJob.cancel()
+            self._compareJob = None
+            self.ui.compareProgressBar.hide()
+            self.ui.compareStatusLabel.text = ""
 
     def onComputeButton(self):
         p = self._parameterNode
