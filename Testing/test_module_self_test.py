@@ -81,6 +81,26 @@ def test_the_in_slicer_self_test_passes(module):
     module.LDCTDenoiseTest().runTest()
 
 
+def test_the_self_test_passes_the_way_ctest_runs_it_each_method_alone_in_alphabetical_order(module, monkeypatch):
+    import LDCTDenoiseSelfTest
+
+    calls = []
+    real = module.LDCTDenoiseLogic.setupPythonRequirements
+
+    def recorded(self, *args, **kwargs):
+        calls.append(args or kwargs)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(module.LDCTDenoiseLogic, "setupPythonRequirements", recorded)
+    monkeypatch.setattr(LDCTDenoiseSelfTest.LDCTDenoiseSelfTest, "requirementsReady", False)
+    suite = unittest.TestLoader().loadTestsFromTestCase(module.LDCTDenoiseTest)
+    names = [test._testMethodName for test in suite]
+    assert names == sorted(names) and len(names) == 4  # ctest's order: not the order runTest uses
+    result = unittest.TextTestRunner(stream=sys.stderr, verbosity=0).run(suite)
+    assert result.wasSuccessful(), result.errors + result.failures
+    assert len(calls) == 1  # the first test's setUp installs; the others find it done
+
+
 def test_module_metadata_names_the_category_and_links_the_paper(module):
     parent = module.LDCTDenoise(types.SimpleNamespace()).parent
     assert parent.categories == ["Filtering"] and module.PAPER_URL in parent.helpText

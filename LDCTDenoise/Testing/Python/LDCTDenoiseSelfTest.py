@@ -31,8 +31,15 @@ class LDCTDenoiseSelfTest:
     """In-Slicer self-test (mixed into the module file's ``LDCTDenoiseTest``): blocking denoise with a tiny
     model the test writes, geometry, comparison nodes, and a cancelled run that leaves the scene as it was."""
 
+    requirementsReady = False
+
     def setUp(self):
+        """A clear scene, and the Python packages in place before any test runs: ctest runs the test_*
+        methods in alphabetical order and *Reload and Test* runs runTest, so every test starts here."""
         slicer.mrmlScene.Clear()
+        if not LDCTDenoiseSelfTest.requirementsReady:
+            self.assertTrue(_logic().setupPythonRequirements(askConfirmation=False))
+            LDCTDenoiseSelfTest.requirementsReady = True
 
     def runTest(self):
         self.setUp()
@@ -47,7 +54,6 @@ class LDCTDenoiseSelfTest:
     def test_denoise_keeps_geometry_and_compare_fills_table_and_chart(self):
         self.delayDisplay("Denoising a small rotated volume with a tiny model")
         logic = _logic()
-        self.assertTrue(logic.setupPythonRequirements(askConfirmation=False))
         clean, noisy = _test_volumes()
         weights = _write_tiny_model()
         before = slicer.util.arrayFromVolume(noisy).copy()
