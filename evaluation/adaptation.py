@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=REPOSITORY.parent / "shared" / "data")
     parser.add_argument("--quick", action="store_true", help="20-second budgets, two conditions (a check of the code)")
     args = parser.parse_args(argv)
-    started = time.perf_counter()
+    started, made_at = time.perf_counter(), commit_and_machine()  # the code that runs is the start's commit
     model = find_model(None)
     scale = 1 / 15 if args.quick else 1.0
     main_budget, curve = [MAIN_MINUTES * scale], [b * scale for b in CURVE_MINUTES]
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     for case, reference, condition, make, budgets in plan:
         rows += run_cell(model, case, condition, reference, make(), budgets, timings,
                          normal_dose=condition.startswith("normal dose"))
-    write_report(args.out, rows, timings, time.perf_counter() - started, args.quick)
+    write_report(args.out, rows, timings, time.perf_counter() - started, args.quick, made_at)
     return 0
 
 
@@ -192,9 +192,10 @@ def edge_ratio(image: np.ndarray, source: np.ndarray) -> float:
     return float(g_image[edges].mean() / g_source[edges].mean())
 
 
-def write_report(out: Path, rows: list[dict], timings: list[dict], seconds: float, quick: bool) -> None:
+def write_report(out: Path, rows: list[dict], timings: list[dict], seconds: float, quick: bool,
+                 made_at: tuple[str, str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    commit, machine = commit_and_machine()
+    commit, machine = made_at
     record = {"commit": commit, "quick": quick, "machine": machine, "seconds": round(seconds, 1), "rows": rows,
               "adaptation": timings}
     (out / "results.json").write_text(json.dumps(record, indent=1, default=float))

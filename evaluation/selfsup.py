@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=REPOSITORY.parent / "shared" / "data")
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args(argv)
-    started = time.perf_counter()
+    started, made_at = time.perf_counter(), commit_and_machine()
     recipe = NOISE[1]
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "scanner"
@@ -57,13 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = {name: measure(image, reference, noisy, False) for name, image in (
         ("input", noisy), ("bundled model", denoise(find_model(None), noisy)),
         ("bundled model + selfsup on the scanner's folder", denoise(trained, noisy)))}
-    write_report(args.out, rows, result, time.perf_counter() - started, recipe)
+    write_report(args.out, rows, result, time.perf_counter() - started, recipe, made_at)
     return 0
 
 
-def write_report(out: Path, rows: dict, result, seconds: float, recipe) -> None:
+def write_report(out: Path, rows: dict, result, seconds: float, recipe, made_at: tuple[str, str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    commit, machine = commit_and_machine()
+    commit, machine = made_at
     training = {"steps": result.steps, "best_step": result.best_step, "series_used": result.series_used,
                 "validation_loss_before": result.validation_loss_before,
                 "validation_loss_best": result.validation_loss_best}
