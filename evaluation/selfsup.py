@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = NOISE[1]
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "scanner"
+        folder.mkdir()
         for number, (series, first, end) in enumerate(TRAINING):
             low = simulate_low_dose(read_slices(args.data, series, (first, end)), recipe, seed=200 + number)
             write_volume(low, folder / f"series-{number}.nrrd")
