@@ -18,6 +18,7 @@ from .finetune import PRESET as FINETUNE_PRESET
 from .finetune import finetune
 from .methods import METHODS
 from .model_card import write_model_card
+from .noise_bank import config_bank
 from .pack import DEVICE_TREE_LIMIT_MIB, pack_dataset, travelling_mib
 from .selfsup import selfsup
 from .trainer import Trainer
@@ -101,12 +102,15 @@ def evaluate_command(args: argparse.Namespace) -> None:
 
 
 def prepare_command(args: argparse.Namespace) -> None:
-    """Decode every series and simulate the low-dose volumes a config needs, ahead of training."""
+    """Decode every series and simulate the low-dose volumes (or the noise bank) a config needs, ahead of training."""
     config = load_config(args.config, args.set)
     data = config.data
     splits = split_patients(load_patients(data.dataset), data.validation, data.test, data.split_seed)
     cache = SeriesCache(data.cache, data.simulation_workers, args.quiet)
-    training_volumes(config, splits["train"], cache)
+    bank = config_bank(config, training_volumes(config, splits["train"], cache), cache.folder)
+    if bank is not None:
+        bank.build(data.simulation_workers, args.quiet)
+        print(f"noise bank: {len(bank.entries())} entries in {bank.folder}")
     for name, patients in splits.items():
         print(f"{name}: {', '.join(p.name for p in patients) or '-'}")
     print(f"cache: {cache.folder}")
@@ -195,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--device", default="auto")
     command.add_argument("--out", help="JSON file with every per-slice figure")
     command.set_defaults(run=evaluate_command)
-    command = commands.add_parser("prepare", help="decode series and simulate low dose into the cache")
+    command = commands.add_parser("prepare", help="decode series, simulate low dose or the noise bank")
     _config_arguments(command)
     command.set_defaults(run=prepare_command)
     command = commands.add_parser("pack", help="int16 arrays of the training data, sized to travel to a GPU machine")

@@ -38,6 +38,7 @@ class DataConfig:
     pixel_scale: list[float] = field(default_factory=list)  # [low, high]: crops resampled to pixel x f
     simulation_workers: int = 2  # processes for projection-domain simulation
     simulation_device: str = "cpu"  # where scanner noise is simulated: cpu, or cuda (workers then spawn)
+    noise_bank: int = 0  # scanner noise: whole-slice realisations per slice simulated ahead (noise_bank); 0: per crop
 
 
 @dataclass
@@ -45,6 +46,7 @@ class NoiseConfig:
     kind: str = "gaussian"  # stage-1 input: gaussian | projection | scanner (randomised, drawn per crop)
     scanner: dict = field(default_factory=dict)  # ScannerRanges overrides, e.g. {added_noise_hu: [5, 150]}
     reference_noise_hu: list[float] = field(default_factory=list)  # scanner: [low, high] noise added to the target too
+    real_texture: float = 0.0  # scanner: share of crops whose noise is mixed with training series' own (real_noise)
     gaussian_std_hu: list[float] = field(default_factory=lambda: [25.0, 25.0])  # drawn uniformly per crop
     spatially_varying: bool = False  # Gaussian std modulated by a smooth random field (x0.5..x1.5)
     dose_fractions: list[float] = field(default_factory=lambda: [0.25])  # projection noise
@@ -125,6 +127,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
+    channels_last: bool = False  # networks and batches in NHWC (oneDNN's faster layout on CPUs: benchmarks/training.py)
     init_from: str | None = None  # generator weights to start from: a run folder, checkpoint or exported model
     architecture: str = DEFAULT_ARCHITECTURE  # LDCTDenoiseLib.networks
     model: dict = field(default_factory=dict)  # the architecture's settings; missing ones take its defaults

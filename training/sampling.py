@@ -23,8 +23,9 @@ TISSUE_HU = -700.0  # a crop must hold some pixels above this (not air only)
 CROP_TRIES = 20
 NOISE_KINDS = ("gaussian", "projection", "scanner")
 PROJECTIONS_KEPT = 1024  # slices whose SliceProjection a worker keeps (about 150 kB each)
-SAMPLE_FIELDS = ("added_noise_hu", "filter", "cutoff", "views", "detector_mm", "electronic_std", "bowtie",
-                 "modulation", "pixel_mm", "rot90", "flip", "reference_noise_hu")  # what a scanner-noise sample records
+# what a scanner-noise sample records (samples.csv)
+SAMPLE_FIELDS = ("added_noise_hu", "filter", "cutoff", "views", "detector_mm", "electronic_std", "bowtie", "modulation",
+                 "pixel_mm", "rot90", "flip", "reference_noise_hu", "real_texture")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class SlicePair:
     ldct: tuple[np.ndarray, ...] = ()  # same grid; simulated low-dose realisations or a real LDCT
     simulated: bool = True  # a real LDCT is already unaligned; a simulated one is deformed
     pixel_mm: float = 1.0  # in-plane pixel size (scanner noise is simulated at it)
+    name: str = ""  # the patient's (keys a noise bank)
 
 
 @dataclass(frozen=True)
@@ -160,10 +162,7 @@ class ScannerCrops:
         return reference + noise, reference, drawn
 
     def orient(self, rng: np.random.Generator, *images: np.ndarray) -> tuple[list[np.ndarray], dict]:
-        """The images turned by the same random multiple of 90 degrees and flip (if enabled)."""
-        turns = int(rng.integers(4)) if self.augment.rot90 else 0
-        flip = bool(rng.integers(2)) if self.augment.flips else False
-        return [_oriented(image, turns, flip) for image in images], {"rot90": turns, "flip": int(flip)}
+        return orient(rng, self.augment, *images)
 
     def _projection(self, v: int, k: int, image: np.ndarray, pixel_mm: float) -> SliceProjection:
         key = (v, k)
@@ -175,30 +174,35 @@ class ScannerCrops:
 
 
 def _params(drawn: dict) -> torch.Tensor:
-    return torch.tensor([float(drawn[name]) for name in SAMPLE_FIELDS])
+    return torch.tensor([float(drawn.get(name, 0.0)) for name in SAMPLE_FIELDS])
 
 
 class Stage1Crops(CropDataset):
     """Stage 1: pixel-aligned (noisy, clean) crops; noise is Gaussian, projection-domain or scanner.
 
-    With ``scanner`` noise each sample also returns what it drew under ``params`` (``SAMPLE_FIELDS``).
+    With ``scanner`` noise each sample also returns what it drew under ``params`` (``SAMPLE_FIELDS``);
+    ``scanner`` may be a ``noise_bank.BankCrops`` that cuts the noise out of a bank built ahead, and
+    ``texture`` a ``real_noise.TextureMix`` that mixes real-noise texture into some crops' noise.
     """
 
     def __init__(self, volumes: list[SlicePair], crops: CropSpec, noise: NoiseConfig,
-                 augment: DataConfig | None = None) -> None:
+                 augment: DataConfig | None = None, scanner=None, texture=None) -> None:
         super().__init__(volumes, crops)
-        self.noise = noise
+        self.noise, self.texture = noise, texture
         if noise.kind not in NOISE_KINDS:
             raise ValueError(f"noise.kind must be one of {', '.join(NOISE_KINDS)}; got {noise.kind!r}")
         if noise.kind == "projection":
             self.require_low_dose("projection noise")
-        self.scanner = ScannerCrops(volumes, self.crop, noise, augment or DataConfig())
+        self.scanner = scanner or ScannerCrops(volumes, self.crop, noise, augment or DataConfig())
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = self.rng(index)
         v, k, top, left = self.locate(rng)
         if self.noise.kind == "scanner":
             noisy, clean, drawn = self.scanner.pair(rng, v, k, top, left)
+            if self.texture is not None:
+                noise, drawn["real_texture"] = self.texture(rng, noisy - clean)
+                noisy = clean + noise
             (noisy, clean), turned = self.scanner.orient(rng, noisy, clean)
             return {**self.tensors(noisy, clean), "params": _params({**drawn, **turned})}
         window = (k, slice(top, top + self.crop), slice(left, left + self.crop))
@@ -209,6 +213,13 @@ class Stage1Crops(CropDataset):
         else:
             noisy = clean + gaussian_noise(rng, clean.shape, self.noise)
         return self.tensors(noisy, clean)
+
+
+def orient(rng: np.random.Generator, augment: DataConfig, *images: np.ndarray) -> tuple[list[np.ndarray], dict]:
+    """The images turned by the same random multiple of 90 degrees and flip (if enabled)."""
+    turns = int(rng.integers(4)) if augment.rot90 else 0
+    flip = bool(rng.integers(2)) if augment.flips else False
+    return [_oriented(image, turns, flip) for image in images], {"rot90": turns, "flip": int(flip)}
 
 
 def _oriented(image: np.ndarray, turns: int, flip: bool) -> np.ndarray:

@@ -32,6 +32,8 @@ from .checkpoint import generator_state, list_checkpoints, load_checkpoint, save
 from .config import STAGES, UNALIGNED_STAGES, TrainConfig, save_config
 from .data import Patient, load_patients, split_patients
 from .methods import method, training_step
+from .noise_bank import BankCrops, config_bank
+from .real_noise import TextureMix, textures
 from .sampling import SAMPLE_FIELDS, CropSpec, Stage1Crops, Stage2Pairs, StepBatches
 from .validation import Validator
 from .vgg import load_perceptual
@@ -133,7 +135,14 @@ class Trainer:
     # --- one step -------------------------------------------------------------------------------
 
     def _train_step(self, batches: Iterator[dict]) -> dict[str, float]:
-        return self.step_kind.run(self, [next(batches) for _ in range(self.step_kind.batches(self.config))])
+        count = self.step_kind.batches(self.config)
+        return self.step_kind.run(self, [self._laid_out(next(batches)) for _ in range(count)])
+
+    def _laid_out(self, batch: dict) -> dict:
+        if not self.config.channels_last:
+            return batch
+        return {key: value.contiguous(memory_format=torch.channels_last) if value.dim() == 4 else value
+                for key, value in batch.items()}
 
     def update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -318,7 +327,8 @@ class Trainer:
         self.schedulers = [torch.optim.lr_scheduler.StepLR(o, optim.lr_step_epochs, optim.lr_gamma) for o in optimizers]
 
     def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        return distributed.wrap(module.to(self.device), self.processes, self.device)
+        layout = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        return distributed.wrap(module.to(self.device, memory_format=layout), self.processes, self.device)
 
     def _split(self) -> dict[str, list[Patient]]:
         data = self.config.data
@@ -332,10 +342,11 @@ class Trainer:
         if self.processes.is_main:
             self.processes.barrier()
         crops = CropSpec(config.data.crop, config.seed, self.normalization, config.data.min_tissue_fraction)
+        banked = self._bank_crops(volumes)
         if config.stage in UNALIGNED_STAGES:
             dataset = Stage2Pairs(volumes, crops, config.stage2, config.noise, config.data)
         else:
-            dataset = Stage1Crops(volumes, crops, config.noise, config.data)
+            dataset = Stage1Crops(volumes, crops, config.noise, config.data, banked, self._texture(volumes))
         per_step = self.step_kind.batches(config)
         sampler = StepBatches(
             config.schedule.batch,
@@ -354,6 +365,33 @@ class Trainer:
             multiprocessing_context="spawn" if simulates_on_gpu else None,  # CUDA cannot cross a fork
         )
         return iter(loader)
+
+
+    def _bank_crops(self, volumes: list) -> BankCrops | None:
+        """With ``data.noise_bank``: crops cut from the training volumes' bank, built here (main process)."""
+        bank = config_bank(self.config, volumes, self.cache.folder)
+        if bank is None:
+            return None
+        if self.processes.is_main:
+            bank.build(self.config.data.simulation_workers, self.quiet)
+        self.processes.barrier()
+        return BankCrops(bank, self.config.data.crop, tuple(self.config.noise.reference_noise_hu), self.config.data)
+
+
+    def _texture(self, volumes: list) -> TextureMix | None:
+        """With ``noise.real_texture``: the training volumes' own noise textures, mixed into that share of crops."""
+        probability = self.config.noise.real_texture
+        if not probability:
+            return None
+        if self.config.noise.kind != "scanner":
+            raise InputError("noise.real_texture mixes into scanner noise: set noise.kind=scanner or real_texture=0")
+        notes: list[str] = []
+        found = textures(volumes, notes)
+        if self.processes.is_main and not self.quiet:
+            for note in notes:
+                print(f"ldct-train: {note}")
+            print(f"ldct-train: real-noise textures of {', '.join(t.name for t in found) or 'no series'}")
+        return TextureMix(found, probability)
 
 
 def _tensorboard(run: Path):

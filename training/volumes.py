@@ -157,7 +157,7 @@ def training_volumes(config: TrainConfig, patients: list[Patient], cache: Series
     for patient in patients:
         if unaligned and patient.ldct is not None:
             ldct, ndct = cache.real_pair(patient)
-            volumes.append(SlicePair(ndct.hu, (ldct.hu,), simulated=False, pixel_mm=ldct.spacing[0]))
+            volumes.append(SlicePair(ndct.hu, (ldct.hu,), simulated=False, pixel_mm=ldct.spacing[0], name=patient.name))
             continue
         ndct = cache.ndct(patient)
         low_dose = (
@@ -168,5 +168,5 @@ def training_volumes(config: TrainConfig, patients: list[Patient], cache: Series
             if needs_low_dose
             else ()
         )
-        volumes.append(SlicePair(ndct.hu, low_dose, pixel_mm=ndct.spacing[0]))
+        volumes.append(SlicePair(ndct.hu, low_dose, pixel_mm=ndct.spacing[0], name=patient.name))
     return volumes
