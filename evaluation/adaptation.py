@@ -42,9 +42,8 @@ from training.baselines import SIGMAS_PX, bm3d_available, bm3d_slices, estimate_
 
 from .config import REPOSITORY
 from .data import read_slices
+from .sweep import BODY_HU, LOW_FREQUENCY_SIGMA_PX
 
-BODY_HU = -500.0
-LOW_FREQUENCY_SIGMA_PX = 4.0
 CURVE_MINUTES = (1.0, 2.0, 5.0, 10.0)
 MAIN_MINUTES = 5.0
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from scipy import ndimage
 
 from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.compare.metrics import FULL_RANGE, SOFT_TISSUE, slice_metrics
@@ -35,6 +36,8 @@ from training.baselines import best_gaussian_sigma, bm3d_available, bm3d_slices,
 from .config import REPOSITORY, STUDY_FILE
 from .weight_range import passing_weights
 
+BODY_HU = -500.0  # the body, for the low-frequency error
+LOW_FREQUENCY_SIGMA_PX = 4.0
 CACHE_VERSION = 2  # part of every cache key: raise it when the simulator or a method changes its output
 
 
@@ -199,7 +202,14 @@ def measure(image: np.ndarray, pair: SlicePair) -> dict[str, float]:
     soft, full = slice_metrics(image, pair.ndct, SOFT_TISSUE), slice_metrics(image, pair.ndct, FULL_RANGE)
     return {"psnr_soft": soft["psnr"], "ssim_soft": soft["ssim"], "psnr_full": full["psnr"],
             "ssim_full": full["ssim"], "flat_noise_hu": flat_noise_hu(image, pair.flat),
-            "bias_hu": float((image[pair.flat] - pair.ndct[pair.flat]).mean())}
+            "bias_hu": float((image[pair.flat] - pair.ndct[pair.flat]).mean()),
+            "low_frequency_error_hu": low_frequency_error_hu(image, pair.ndct)}
+
+
+def low_frequency_error_hu(image: np.ndarray, ndct: np.ndarray) -> float:
+    """RMS in the body of the difference from the NDCT smoothed with a 4-pixel Gaussian: streaks and blotches."""
+    error = ndimage.gaussian_filter((image - ndct).astype(np.float64), LOW_FREQUENCY_SIGMA_PX)
+    return float(np.sqrt(np.mean(error[ndct > BODY_HU] ** 2)))
 
 
 def _model_output(cache: OutputCache, key: dict, name: str, denoiser: VolumeDenoiser, ldct: np.ndarray) -> np.ndarray:

@@ -245,7 +245,9 @@ def _build(cls: type, values: dict, where: str) -> Any:
 
 
 def _coerce(value: Any, annotation: str, key: str) -> Any:
-    """YAML reads ``1e-4`` (no dot) as text: numbers are made numbers where the field wants one."""
+    """YAML reads ``1e-4`` (no dot) as text and ``off`` as false: each is made what the field wants."""
+    if isinstance(value, bool) and str(annotation).startswith("str"):
+        return "on" if value else "off"
     if isinstance(value, str) and "float" in str(annotation):
         try:
             return float(value)
