@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 SLICER_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3.9 /usr/bin/python3.9 /usr/local/bin/python3.9))
 SLICER_VENV := .venv-slicer5.8
 SLICER_PYTHON_TESTS := Testing/test_io.py Testing/test_roi.py Testing/test_density.py Testing/test_alignment.py \
-	Testing/test_atomic.py Testing/test_comparison.py Testing/test_requirements.py Testing/test_dicom_fuzz.py
+	Testing/test_atomic.py Testing/test_comparison.py Testing/test_handoff.py Testing/test_requirements.py Testing/test_dicom_fuzz.py
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from ..engine.options import EngineOptions
 from ..errors import Cancelled, LDCTError
-from ..io import Volume, read_volume_file, write_volume_file
+from ..io import Volume
+from ..io.handoff import read_handoff, write_handoff
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 WINDOWS = sys.platform == "win32"
@@ -41,11 +42,11 @@ class BackgroundDenoise:
     def __init__(self, volume: Volume, options: EngineOptions | None = None, weights: str | None = None,
                  python: str | None = None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="ldctdenoise-"))
-        self.input, self.output = self.folder / "input.nrrd", self.folder / "output.nrrd"
+        self.input, self.output = self.folder / "input.npy", self.folder / "output.npy"
         self.stage, self.done, self.total = "denoising", 0, volume.array.shape[0]
         self.state, self.error, self.summary = RUNNING, "", ""
         self.log: list[str] = []  # the child's output for the log pane, protocol lines left out
-        write_volume_file(volume, self.input)
+        write_handoff(volume, self.input)
         self.options = options or EngineOptions()
         command = [python or sys.executable, "-m", "LDCTDenoiseLib.slicer.worker", str(self.input), str(self.output),
                    *self.options.to_argv()]
@@ -120,7 +121,7 @@ class BackgroundDenoise:
         if self.state != RUNNING:
             return
         if self.process.returncode == 0 and self.output.is_file():
-            self._volume = read_volume_file(self.output)
+            self._volume = read_handoff(self.output)
             self.state = DONE
         else:
             errors = [line[6:].strip() for line in self._stderr if line.startswith("ERROR ")]

@@ -1,4 +1,6 @@
-"""The child process that denoises one volume file: ``python -m LDCTDenoiseLib.slicer.worker IN OUT [...]``.
+"""The child process that denoises one volume: ``python -m LDCTDenoiseLib.slicer.worker IN OUT [...]``.
+
+IN and OUT are hand-off files (``.npy``, ``io.handoff``: what the module uses) or volume files (NRRD ...).
 
 The Slicer module runs it (with PythonSlicer) so torch never blocks the GUI. The protocol is line
 based on stdout: ``STAGE name`` when a stage begins (adapting, denoising), ``PROGRESS done total``
@@ -20,19 +22,20 @@ from ..engine.inference import VolumeDenoiser
 from ..engine.options import add_engine_arguments, options_from_args
 from ..errors import LDCTError
 from ..io import read_volume_file, write_volume_file
+from ..io.handoff import is_handoff, read_handoff, write_handoff
 from ..models.weights import find_model
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="LDCTDenoiseLib.slicer.worker", description=__doc__)
-    parser.add_argument("input", help="volume file (NRRD) written by the caller")
-    parser.add_argument("output", help="volume file to write (NRRD)")
+    parser.add_argument("input", help="hand-off (.npy) or volume file (NRRD ...) written by the caller")
+    parser.add_argument("output", help="hand-off (.npy) or volume file to write")
     add_engine_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         options = options_from_args(args)
-        volume = read_volume_file(args.input)
+        volume = read_handoff(args.input, mapped=True) if is_handoff(args.input) else read_volume_file(args.input)
         model = find_model(args.weights)
         if options.adapts:
             print("STAGE adapting", flush=True)
@@ -48,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         print("STAGE denoising", flush=True)
         print(f"PROGRESS 0 {volume.array.shape[0]}", flush=True)
         denoised = denoiser(volume.array, progress=lambda done, total: print(f"PROGRESS {done} {total}", flush=True))
-        write_volume_file(denoiser.labelled(volume, denoised), args.output)
+        write = write_handoff if is_handoff(args.output) else write_volume_file
+        write(denoiser.labelled(volume, denoised), args.output)
     except (LDCTError, OSError) as error:
         print(f"ERROR {str(error).splitlines()[0]}", file=sys.stderr, flush=True)
         return 1
