@@ -18,6 +18,8 @@ from LDCTDenoiseLib.errors import WeightsError
 from LDCTDenoiseLib.models.catalog import cached_models_dir
 from LDCTDenoiseLib.models.download import download_model
 from LDCTDenoiseLib.models.weights import load_model
+from LDCTDenoiseLib.slicer.model_install import ModelInstall
+from LDCTDenoiseLib.slicer.process import CANCELLED, DONE, FAILED
 
 
 def zipped(folder: Path, inside: str = "tiny-model") -> bytes:
@@ -159,3 +161,22 @@ def test_an_archive_whose_member_would_leave_the_model_folder_is_refused(tiny_mo
 def test_the_command_line_asks_for_the_checksum_of_a_url(capsys, model_cache):
     assert cli.main(["models", "--install", "https://example.org/model.zip"]) == 1
     assert "--install URL needs --sha256" in capsys.readouterr().err
+
+
+def test_the_modules_background_install_reports_progress_and_installs(published):
+    server, sha256 = published
+    job = ModelInstall(f"{server.url}/model.zip", sha256, name="from-slicer")
+    assert job.wait(timeout=30) == DONE and job.error == ""
+    assert job.folder == cached_models_dir() / "from-slicer" and job.fraction == 1.0
+    load_model(job.folder)
+
+
+def test_a_cancelled_background_install_installs_nothing_and_a_failed_one_says_why(published):
+    server, sha256 = published
+    job = ModelInstall(f"{server.url}/model.zip", sha256, name="cancelled")
+    job.cancel()  # before or during the transfer: stopped at its next chunk
+    assert job.wait(timeout=30) == CANCELLED
+    assert not (cached_models_dir() / "cancelled").exists()
+    wrong = ModelInstall(f"{server.url}/model.zip", "0" * 64, name="wrong")
+    assert wrong.wait(timeout=30) == FAILED and "SHA-256" in wrong.error and "nothing was installed" in wrong.error
+    assert "wrong" not in leftovers()

@@ -82,6 +82,10 @@ class DenoisePanel(VTKObservationMixin):
         self._compareTimer = qt.QTimer()
         self._compareTimer.setInterval(POLL_MILLISECONDS)
         self._compareTimer.connect("timeout()", self._pollCompare)
+        self._install = None  # a model downloading (ModelInstall), polled by its own timer
+        self._installTimer = qt.QTimer()
+        self._installTimer.setInterval(POLL_MILLISECONDS)
+        self._installTimer.connect("timeout()", self._pollInstall)
 
         self.widget = slicer.util.loadUI(str(resource_path("UI/LDCTDenoise.ui")))
         self.ui = slicer.util.childWidgetVariables(self.widget)
@@ -93,6 +97,7 @@ class DenoisePanel(VTKObservationMixin):
         self.ui.computeButton.connect("clicked(bool)", self.onComputeButton)
         self.ui.exportTableButton.connect("clicked(bool)", self.onExportTable)
         self.ui.exportChartButton.connect("clicked(bool)", self.onExportChart)
+        self.ui.installModelButton.connect("clicked(bool)", self.onInstallModel)
         # Widgets the parameter node wrapper has no connector for are synchronised here.
         self.ui.segmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSegmentSelectionChanged)
         self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.onSegmentSelectionChanged)
@@ -105,6 +110,9 @@ class DenoisePanel(VTKObservationMixin):
     def cleanup(self):
         self._cancelRun()
         self._cancelComparison()
+        self._installTimer.stop()
+        if self._install is not None:
+            self._install.cancel()  # the thread stops at its next chunk; nothing is installed
         self.removeObservers()
 
     def enter(self):
@@ -207,6 +215,41 @@ class DenoisePanel(VTKObservationMixin):
         if combo.findData(DEFAULT_MODEL) < 0:
             combo.insertItem(0, _("default (not installed: run ldct-train export)"), DEFAULT_MODEL)
         combo.addItem(_("Model folder (choose it below)"), WEIGHTS_FILE)
+
+    def onInstallModel(self):
+        """Ask for a published model's URL and SHA-256 and download it in the background (the button cancels)."""
+        if self._install is not None:
+            self._install.cancel()  # the poll reports it at the thread's next chunk
+            return
+        title = _("Install a model")
+        url = qt.QInputDialog.getText(self.widget, title, _("URL of the zipped model folder (https://...):")).strip()
+        sha256 = url and qt.QInputDialog.getText(
+            self.widget, title, _("Its SHA-256, as published with it (64 hexadecimal digits):")).strip()
+        if not url or not sha256:
+            return
+        from .model_install import ModelInstall
+
+        self._install = ModelInstall(url, sha256)
+        self.ui.installModelButton.text = _("Cancel download")
+        self._installTimer.start()
+
+    def _pollInstall(self):
+        job = self._install
+        if job.state == "running":
+            size = f"{job.received / 1e6:.1f}" + (f" / {job.total / 1e6:.1f}" if job.total else "")
+            slicer.util.showStatusMessage(_("Downloading the model: {size} MB").format(size=size))
+            return
+        self._installTimer.stop()
+        self._install = None
+        self.ui.installModelButton.text = _("Install from URL...")
+        if job.state == "done":
+            self._fillModelSelector()
+            self.ui.modelComboBox.currentIndex = self.ui.modelComboBox.findData(job.folder.name)
+            slicer.util.showStatusMessage(_("Model {name} installed").format(name=job.folder.name), 5000)
+        elif job.state == "cancelled":
+            slicer.util.showStatusMessage(_("Download cancelled; nothing was installed"), 5000)
+        else:
+            slicer.util.errorDisplay(_("The model was not installed: {reason}").format(reason=job.error))
 
     def onModelChanged(self, index):
         if self._parameterNode is not None and index >= 0:
