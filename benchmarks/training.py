@@ -32,9 +32,10 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "LDCTDenoise")]
 
+from LDCTDenoiseLib.engine.openvino_runtime import native_bf16  # noqa: E402
 from LDCTDenoiseLib.networks import architecture  # noqa: E402
 from training.config import load_config  # noqa: E402
-from training.data import load_patients, split_patients  # noqa: E402
+from training.data import dataset_split  # noqa: E402
 from training.noise_bank import config_bank  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
 from training.volumes import SeriesCache, training_volumes  # noqa: E402
@@ -90,9 +91,8 @@ def base_overrides() -> list[str]:
 def build_bank(config) -> None:
     """The bank the rows read, built ahead (as ``ldct-train prepare`` does), its time printed if it was missing."""
     data = config.data
-    splits = split_patients(load_patients(data.dataset), data.validation, data.test, data.split_seed)
     cache = SeriesCache(data.cache, data.simulation_workers, quiet=True)
-    bank = config_bank(config, training_volumes(config, splits["train"], cache), cache.folder)
+    bank = config_bank(config, training_volumes(config, dataset_split(data)["train"], cache), cache.folder)
     missing = len(bank.missing())
     if missing:
         started = time.perf_counter()
@@ -127,14 +127,6 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
     for _ in range(repeats):
         a @ b
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
-
-
-def native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 if __name__ == "__main__":

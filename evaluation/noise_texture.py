@@ -15,7 +15,6 @@ Writes ``nps.png`` and ``README.md`` into ``--out``; no absolute path of this ma
 from __future__ import annotations
 
 import argparse
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import numpy as np
 from LDCTDenoiseLib.simulation import make_phantom
 from LDCTDenoiseLib.simulation.scanner import FILTERS, ScannerNoise, scanner_noise_hu
 from training.config import load_config
-from training.data import load_patients, split_patients
+from training.data import dataset_split
 from training.real_noise import (
     MAX_LAG,
     Texture,
@@ -37,6 +36,7 @@ from training.sampling import SlicePair
 from training.volumes import SeriesCache, training_volumes
 
 from .figures import _pyplot
+from .report import _commit
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 GRID = 128  # spectra on a 128-pixel grid: 64 radial bins up to Nyquist
@@ -81,8 +81,7 @@ def known_noise_comparison(seed: int = 2026) -> dict:
 def training_textures() -> tuple[list[Texture], list[str], list]:
     config = load_config("cpu-scanner-mse")
     data = config.data
-    split = split_patients(load_patients(data.dataset), data.validation, data.test, data.split_seed)
-    volumes = training_volumes(config, split["train"], SeriesCache(data.cache, quiet=True))
+    volumes = training_volumes(config, dataset_split(data)["train"], SeriesCache(data.cache, quiet=True))
     notes: list[str] = []
     return textures(volumes, notes), notes, volumes
 
@@ -129,10 +128,8 @@ def write(out: Path) -> None:
 
 
 def _report(known: dict, found: list[Texture], notes: list[str]) -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPOSITORY, capture_output=True,
-                            text=True).stdout.strip()
     lines = ["# Real-noise texture: which estimate is cleaner, and the training series' spectra",
-             "", f"Made by `python -m evaluation.noise_texture` at commit {commit}. Figure: `nps.png`.", "",
+             "", f"Made by `python -m evaluation.noise_texture` at commit {_commit()}. Figure: `nps.png`.", "",
              f"## Known noise on a phantom ({KNOWN.filter}, {KNOWN.added_noise_hu:g} HU at the centre, 12 slices)", "",
              "| estimate | noise HU | radial-spectrum shape error |", "| --- | --- | --- |"]
     lines += [f"| {name} | {row['noise_hu']:.1f} | {100 * row['shape_error']:.1f} % |" for name, row in known.items()]

@@ -11,7 +11,7 @@ from LDCTDenoiseLib.atomic import write_atomically
 from LDCTDenoiseLib.errors import Cancelled, LDCTError
 
 from .config import load_config
-from .data import load_patients, split_patients
+from .data import dataset_split
 from .evaluate import evaluate, load_any_model, markdown_table
 from .export import export_model
 from .finetune import PRESET as FINETUNE_PRESET
@@ -105,7 +105,7 @@ def prepare_command(args: argparse.Namespace) -> None:
     """Decode every series and simulate the low-dose volumes (or the noise bank) a config needs, ahead of training."""
     config = load_config(args.config, args.set)
     data = config.data
-    splits = split_patients(load_patients(data.dataset), data.validation, data.test, data.split_seed)
+    splits = dataset_split(data)
     cache = SeriesCache(data.cache, data.simulation_workers, args.quiet)
     bank = config_bank(config, training_volumes(config, splits["train"], cache), cache.folder)
     if bank is not None:

@@ -20,6 +20,8 @@ import yaml
 from LDCTDenoiseLib.errors import InputError
 from LDCTDenoiseLib.io import READ_SUFFIXES
 
+from .config import DataConfig
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -62,6 +64,11 @@ def load_patients(source: str | Path) -> list[Patient]:
             if path is not None and not path.exists():
                 raise InputError(f"dataset {source}: patient {patient.name}: {path} does not exist")
     return patients
+
+
+def dataset_split(data: DataConfig) -> dict[str, list[Patient]]:
+    """The patients of ``data.dataset`` split as ``data`` says: every command that trains, packs or evaluates agrees."""
+    return split_patients(load_patients(data.dataset), data.validation, data.test, data.split_seed)
 
 
 def split_patients(

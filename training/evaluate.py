@@ -23,7 +23,7 @@ from LDCTDenoiseLib.models.weights import MANIFEST_NAME, LoadedModel, load_model
 from .baselines import best_gaussian_sigma, gaussian_slices
 from .checkpoint import CHECKPOINTS, is_exported_model, load_checkpoint
 from .config import TrainConfig
-from .data import Patient, load_patients, split_patients
+from .data import Patient, dataset_split
 from .export import generator_from_checkpoint
 from .volumes import SeriesCache, evenly_spaced, projection_settings
 
@@ -62,9 +62,7 @@ def evaluate(
     """Per-slice and mean metrics of input, Gaussian filter and model on one split's patients."""
     dose = dose_fraction if dose_fraction is not None else config.validation.dose_fraction
     seed = seed if seed is not None else config.validation.seed
-    splits = split_patients(
-        load_patients(config.data.dataset), config.data.validation, config.data.test, config.data.split_seed
-    )
+    splits = dataset_split(config.data)
     if not splits[split]:
         raise InputError(f"the dataset has no {split} patients; choose another split or change data.{split}")
     cache = SeriesCache(config.data.cache, config.data.simulation_workers, quiet)

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 from tqdm import tqdm
 
 from LDCTDenoiseLib.atomic import atomic_file
@@ -39,7 +38,7 @@ from LDCTDenoiseLib.simulation import scanner
 from LDCTDenoiseLib.simulation.scanner import FILTERS, ScannerRanges, SliceProjection
 
 from .config import UNALIGNED_STAGES, DataConfig
-from .sampling import orient
+from .sampling import orient, resampled
 
 REFERENCE_LEVEL_HU = 10.0  # the level the normal-dose noise of an entry is stored at
 FORMAT = "ldctdenoise-noise-bank/1"
@@ -171,8 +170,7 @@ class BankCrops:
         else:
             centre = [(n - 1) / 2 for n in image.shape]
             rows, columns = ((np.arange(f, f + self.crop) - c) * scale + c for f, c in zip(first, centre, strict=True))
-            grid = np.meshgrid(rows, columns, indexing="ij")
-            clean = ndimage.map_coordinates(image, grid, order=1, mode="constant", cval=-1024.0).astype(np.float32)
+            clean = resampled(image, rows, columns)
         reference_hu = float(rng.uniform(*self.reference_noise_hu)) if self.reference_noise_hu else 0.0
         noise = np.asarray(noise_images[0][window], dtype=np.float32)
         reference = clean + np.asarray(noise_images[1][window], dtype=np.float32) * (reference_hu / REFERENCE_LEVEL_HU)

@@ -22,7 +22,7 @@ from LDCTDenoiseLib.atomic import atomic_folder
 from LDCTDenoiseLib.errors import InputError, OutputError
 
 from .config import TrainConfig
-from .data import load_patients, split_patients
+from .data import dataset_split
 from .volumes import SeriesCache, evenly_spaced
 
 PACK_MANIFEST = "pack.csv"
@@ -54,7 +54,7 @@ def pack_dataset(config: TrainConfig, out: Path, budget_mib: float, cache: Serie
     if out.exists():
         raise OutputError(f"{out} exists; packs are written into a new folder (remove it or name another)")
     data = config.data
-    patients = split_patients(load_patients(data.dataset), data.validation, data.test, data.split_seed)
+    patients = dataset_split(data)
     chosen = [(split, patient) for split in splits for patient in patients[split]]
     arrays = {patient.name: _body_crop(cache.ndct(patient), data.crop) for _, patient in chosen}
     total_slices = sum(a["hu"].shape[0] for a in arrays.values())

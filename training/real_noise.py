@@ -70,10 +70,11 @@ def difference_autocorrelation(hu: np.ndarray, offset: int, max_lag: int = MAX_L
     Gaussian of ``detrend_px``) is removed, which brings the spectrum's shape error from 18 to 5 %
     there (``evaluation.noise_texture``).
     """
+    flat = [flat_tissue(image) for image in hu]  # each slice's, once: it serves both of its pairs
     pairs = []
     for k in range(hu.shape[0] - offset):
         difference = (hu[k] - hu[k + offset]) / np.sqrt(2)
-        mask = flat_tissue(hu[k]) & flat_tissue(hu[k + offset]) & matched(hu[k], hu[k + offset])
+        mask = flat[k] & flat[k + offset] & matched(hu[k], hu[k + offset])
         if detrend_px:
             weight = ndimage.gaussian_filter(mask.astype(np.float64), detrend_px)
             difference = difference - ndimage.gaussian_filter(difference * mask, detrend_px) / np.maximum(weight, 1e-3)
@@ -151,14 +152,17 @@ class TextureMix:
 
 
 def soft_tissue(image: np.ndarray) -> np.ndarray:
-    smooth = ndimage.gaussian_filter(image, 3)
-    return (smooth > SOFT_TISSUE_HU[0]) & (smooth < SOFT_TISSUE_HU[1])
+    return _soft(ndimage.gaussian_filter(image, 3))
 
 
 def flat_tissue(image: np.ndarray) -> np.ndarray:
     """Soft tissue away from edges (the smoothed slice's gradient small), where differences are mostly noise."""
     smooth = ndimage.gaussian_filter(image, 3)
-    return soft_tissue(image) & (ndimage.generic_gradient_magnitude(smooth, ndimage.sobel) < FLAT_GRADIENT)
+    return _soft(smooth) & (ndimage.generic_gradient_magnitude(smooth, ndimage.sobel) < FLAT_GRADIENT)
+
+
+def _soft(smooth: np.ndarray) -> np.ndarray:
+    return (smooth > SOFT_TISSUE_HU[0]) & (smooth < SOFT_TISSUE_HU[1])
 
 
 def _lags(spectrum: np.ndarray, shape: list[int], max_lag: int) -> np.ndarray:

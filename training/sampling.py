@@ -146,8 +146,7 @@ class ScannerCrops:
         if scale == 1.0:
             clean = image[top : top + self.crop, left : left + self.crop].copy()
         else:
-            grid = np.meshgrid(rows, columns, indexing="ij")
-            clean = ndimage.map_coordinates(image, grid, order=1, mode="constant", cval=-1024.0).astype(np.float32)
+            clean = resampled(image, rows, columns)
         settings = self.ranges.draw(rng)
         reference_hu = float(rng.uniform(*self.reference_noise_hu)) if self.reference_noise_hu else 0.0
         projection = self._projection(v, k, image, volume.pixel_mm)
@@ -213,6 +212,12 @@ class Stage1Crops(CropDataset):
         else:
             noisy = clean + gaussian_noise(rng, clean.shape, self.noise)
         return self.tensors(noisy, clean)
+
+
+def resampled(image: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``image`` (HU) at the given row and column positions, linearly interpolated, air outside."""
+    grid = np.meshgrid(rows, columns, indexing="ij")
+    return ndimage.map_coordinates(image, grid, order=1, mode="constant", cval=-1024.0).astype(np.float32)
 
 
 def orient(rng: np.random.Generator, augment: DataConfig, *images: np.ndarray) -> tuple[list[np.ndarray], dict]:

@@ -30,7 +30,7 @@ from LDCTDenoiseLib.simulation.scanner import FILTERS
 from . import distributed
 from .checkpoint import generator_state, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import STAGES, UNALIGNED_STAGES, TrainConfig, save_config
-from .data import Patient, load_patients, split_patients
+from .data import Patient, dataset_split
 from .methods import method, training_step
 from .noise_bank import BankCrops, config_bank
 from .real_noise import TextureMix, textures
@@ -331,8 +331,7 @@ class Trainer:
         return distributed.wrap(module.to(self.device, memory_format=layout), self.processes, self.device)
 
     def _split(self) -> dict[str, list[Patient]]:
-        data = self.config.data
-        return split_patients(load_patients(data.dataset), data.validation, data.test, data.split_seed)
+        return dataset_split(self.config.data)
 
     def _batches(self) -> Iterator[dict]:
         config = self.config
