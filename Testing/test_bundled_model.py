@@ -36,7 +36,8 @@ def test_bundled_model_lowers_the_error_on_the_held_out_series(bundled, shared_c
     series = read_volume(shared_ct / "lidc-idri" / "LIDC-IDRI-0003")
     normal = Volume(series.array[5:7].copy(), series.spacing, series.origin, series.direction)
     low = simulate_low_dose(normal, ProjectionNoise(dose_fraction=0.25), seed=7).array
-    denoised = VolumeDenoiser(load_model(bundled), EngineOptions(device="cpu", compile="off"))(low)
+    denoised = VolumeDenoiser(load_model(bundled), EngineOptions(device="cpu", compile="off"))(
+        low, header_kernel=series.metadata["convolution_kernel"])
     body = normal.array > -500
     error = lambda volume: float(np.sqrt(np.mean((volume - normal.array)[body] ** 2)))  # noqa: E731
     assert error(denoised) < 0.8 * error(low)
@@ -50,7 +51,8 @@ def test_bundled_model_removes_scanner_noise_on_a_vendor_it_never_saw(bundled, s
     scan = ScannerNoise(added_noise_hu=80.0, filter="ramp", cutoff=1.0, views=984, electronic_std=30.0,
                         bowtie=3.0, modulation=0.0)
     low = ndct + scanner_noise_hu(ndct, float(series.spacing[0]), scan, np.random.default_rng(11))
-    denoised = VolumeDenoiser(load_model(bundled), EngineOptions(device="cpu", compile="off"))(low[None])[0]
+    denoised = VolumeDenoiser(load_model(bundled), EngineOptions(device="cpu", compile="off"))(
+        low[None], header_kernel=series.metadata["convolution_kernel"])[0]  # Philips C: a standard kernel
     flat = flat_soft_tissue(ndct)
     assert psnr(denoised, ndct, SOFT_TISSUE) > psnr(low, ndct, SOFT_TISSUE) + 6.0  # measured +7.2 dB
     assert psnr(denoised, ndct, FULL_RANGE) > psnr(low, ndct, FULL_RANGE)
@@ -69,7 +71,8 @@ def test_bundled_model_does_little_harm_on_a_scan_already_near_normal_dose(bundl
                         bowtie=1.0, modulation=1.0)
     low = ndct + scanner_noise_hu(ndct, float(series.spacing[0]), scan, np.random.default_rng(5))
     model = load_model(bundled)
-    kept = VolumeDenoiser(model, EngineOptions(device="cpu", compile="off"))(low[None])[0]
+    kept = VolumeDenoiser(model, EngineOptions(device="cpu", compile="off"))(
+        low[None], header_kernel=series.metadata["convolution_kernel"])[0]
     whole = VolumeDenoiser(model, EngineOptions(device="cpu", compile="off", keep_noise_hu=0.0))(low[None])[0]
     for window in (SOFT_TISSUE, FULL_RANGE):
         assert psnr(kept, ndct, window) > psnr(low, ndct, window) - 0.3

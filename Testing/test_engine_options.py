@@ -20,7 +20,8 @@ from LDCTDenoiseLib.slicer.settings import SessionSettings, engine_options
 
 # Every field away from its default, so a setting dropped anywhere on the way shows.
 CHANGED = EngineOptions(device="cpu", precision="fp32", batch_size=3, compile="off", channels_last=False,
-                        strength=0.35, keep_noise_hu=12.5, runtime="torch", self_ensemble=4, adapt_minutes=2.5,
+                        strength=0.35, keep_noise_hu=12.5, kernel="sharp", runtime="torch", self_ensemble=4,
+                        adapt_minutes=2.5,
                         adapt_steps=7, adapt_seed=3)
 
 
@@ -54,7 +55,8 @@ def test_a_bad_value_is_refused_once_with_the_front_ends_unit():
 
 def test_the_panel_hands_every_engine_setting_to_the_options():
     panel = types.SimpleNamespace(device="cpu", batchSize=3, precision="fp32", runtime="torch", compile="off",
-                                  strength=35.0, keepNoise=False, selfEnsemble="4", adaptToScan=True, adaptMinutes=2.5)
+                                  strength=35.0, keepNoise=False, kernel="sharp", selfEnsemble="4", adaptToScan=True,
+                                  adaptMinutes=2.5)
     options = engine_options(panel)
     assert options == CHANGED.replace(channels_last=True, keep_noise_hu=0.0, adapt_steps=None, adapt_seed=0)
     panel.keepNoise, panel.batchSize, panel.adaptToScan = True, 0, False
@@ -113,7 +115,8 @@ def test_the_panel_to_engine_path_through_the_background_process_and_worker(monk
     scene = slicer.vtkMRMLScene()
     ldct = add_volume_node(scene, small_volume(), "LDCT")
     panel = types.SimpleNamespace(device="cpu", batchSize=3, precision="fp32", runtime="torch", compile="off",
-                                  strength=35.0, keepNoise=False, selfEnsemble="4", adaptToScan=True, adaptMinutes=1.0)
+                                  strength=35.0, keepNoise=False, kernel="sharp", selfEnsemble="4", adaptToScan=True,
+                                  adaptMinutes=1.0)
     sent = engine_options(panel)
     job = logic.denoise(scene, ldct, options=sent, weights=str(tiny_model_dir), wait_for_completion=False)
     argv = job.background.process.args

@@ -197,3 +197,20 @@ def test_the_speed_section_quotes_only_the_newest_benchmark_table():
     lines = benchmark_summary(results)
     assert "Newest run" in lines[1] and lines[3:] == ["| path | s |", "| --- | --- |", "| onnx | 0.7 |"]
     assert benchmark_summary("# Only prose\n\nno table\n") == []
+
+
+def test_the_kernel_calibration_keeps_the_best_keep_that_is_never_worse_than_the_input():
+    from evaluation.kernel_calibration import chosen_keep, summary
+
+    def row(keep, soft, full):
+        return {"kind": "sharp", "keep_hu": keep, "gain_soft": soft, "gain_full": full}
+
+    rows = [row(keep, soft, full) for keep, soft, full in [
+        (40, 3.0, -2.0), (40, 4.0, 1.0),  # the largest gain, but worse once
+        (80, 0.0, -0.05), (80, 1.0, 0.5),  # never worse (within 0.1 dB)
+        (100, 0.0, 0.0), (100, 0.2, 0.1)]]
+    rows += [row(keep, -1.0, -1.0) for keep in (10, 15, 20, 25, 30, 50, 60, 70)] * 2
+    lines = summary(rows)["sharp"]
+    assert chosen_keep(lines)["keep_hu"] == 80
+    assert next(line for line in lines if line["keep_hu"] == 40)["not_worse"] == 1
+    assert chosen_keep([{**line, "not_worse": 0} for line in lines]) is None

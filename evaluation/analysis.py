@@ -69,7 +69,8 @@ def run_study(study: Study, data: Path, device: str = "auto",
             for method in methods:
                 if method.available:
                     say(f"  {method.name}")
-                    outputs[method.name] = case.ndct.with_array(method(ldct.array))
+                    outputs[method.name] = case.ndct.with_array(
+                        method(ldct.array, case.ndct.metadata.get("convolution_kernel")))
             report = compare(case.ndct, outputs, case.regions)
             result = CaseResult(case, dose, report, _panel(case, outputs),
                                 float(np.std((ldct.array - case.ndct.array)[case.body.mask])))

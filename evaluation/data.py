@@ -45,7 +45,8 @@ def read_slices(data: Path, series: str, slices: tuple[int, int]) -> Volume:
         raise InputError(f"{series}: slices {first}..{end} outside 0..{volume.array.shape[0]}")
     origin = volume.index_to_world([[0, 0, first]])[0]
     return Volume(np.ascontiguousarray(volume.array[first:end]), volume.spacing, tuple(origin), volume.direction,
-                  {"series": series, "slices": [first, end]})
+                  {"series": series, "slices": [first, end],
+                   "convolution_kernel": volume.metadata.get("convolution_kernel")})
 
 
 def load_case(data: Path, spec: CaseSpec) -> Case:

@@ -29,14 +29,15 @@ class Method:
     seconds: float = 0.0
     slices: int = 0
 
-    def __call__(self, ldct: np.ndarray) -> np.ndarray:
+    def __call__(self, ldct: np.ndarray, kernel: str | None = None) -> np.ndarray:
+        """``ldct`` denoised; ``kernel`` is the series' ConvolutionKernel (a model's keep-noise follows it)."""
         start = time.perf_counter()
-        out = self._apply(ldct)
+        out = self._apply(ldct, kernel)
         self.seconds += time.perf_counter() - start
         self.slices += ldct.shape[0]
         return out
 
-    def _apply(self, ldct: np.ndarray) -> np.ndarray:
+    def _apply(self, ldct: np.ndarray, kernel: str | None) -> np.ndarray:
         return ldct.copy()
 
 
@@ -44,7 +45,7 @@ class Method:
 class Gaussian(Method):
     sigma_px: float = 1.0
 
-    def _apply(self, ldct: np.ndarray) -> np.ndarray:
+    def _apply(self, ldct: np.ndarray, kernel: str | None) -> np.ndarray:
         return gaussian_slices(ldct, self.sigma_px)
 
 
@@ -52,7 +53,7 @@ class Gaussian(Method):
 class BM3D(Method):
     """BM3D with the noise std estimated from each low-dose volume (recorded per volume)."""
 
-    def _apply(self, ldct: np.ndarray) -> np.ndarray:
+    def _apply(self, ldct: np.ndarray, kernel: str | None) -> np.ndarray:
         sigma = estimate_noise_hu(ldct)
         self.parameters.setdefault("sigma_hu_per_volume", []).append(round(sigma, 2))
         return bm3d_slices(ldct, sigma)
@@ -62,8 +63,8 @@ class BM3D(Method):
 class Model(Method):
     denoiser: VolumeDenoiser | None = None
 
-    def _apply(self, ldct: np.ndarray) -> np.ndarray:
-        return self.denoiser(ldct)
+    def _apply(self, ldct: np.ndarray, kernel: str | None) -> np.ndarray:
+        return self.denoiser(ldct, header_kernel=kernel)
 
 
 def build_methods(specs: tuple[MethodSpec, ...], gaussian_sigma_px: float, device: str) -> list[Method]:

@@ -25,6 +25,7 @@ from scipy import ndimage
 from LDCTDenoiseLib.atomic import atomic_file
 from LDCTDenoiseLib.compare.metrics import FULL_RANGE, SOFT_TISSUE, slice_metrics
 from LDCTDenoiseLib.engine.inference import EngineOptions, VolumeDenoiser
+from LDCTDenoiseLib.engine.kernel import series_kernel
 from LDCTDenoiseLib.engine.noise_level import RULE_VERSION, flat_soft_tissue
 from LDCTDenoiseLib.engine.noise_level import local_noise_hu as flat_noise_hu
 from LDCTDenoiseLib.errors import InputError
@@ -106,6 +107,7 @@ class SlicePair:
     ndct: np.ndarray
     pixel_mm: float
     flat: np.ndarray  # flat soft tissue of the NDCT
+    kernel: str | None = None  # the series' ConvolutionKernel, as its header names it
 
     @property
     def ndct_flat_noise(self) -> float:
@@ -115,7 +117,8 @@ class SlicePair:
 def read_slice(data: Path, spec: SweepSlice) -> SlicePair:
     volume = read_volume(data / spec.series)
     ndct = np.ascontiguousarray(volume.array[spec.index], dtype=np.float32)
-    return SlicePair(spec, ndct, float(volume.spacing[0]), flat_soft_tissue(ndct))
+    return SlicePair(spec, ndct, float(volume.spacing[0]), flat_soft_tissue(ndct),
+                     volume.metadata.get("convolution_kernel"))
 
 
 class OutputCache:
@@ -171,18 +174,20 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
             if use_bm3d and noise_hu >= sweep.bm3d_from_hu:
                 outputs["BM3D"] = cache.get({**key, "method": "bm3d"}, partial(_bm3d, ldct))
             for name, denoiser in denoisers.items():
-                outputs[name] = _model_output(cache, key, name, denoiser, ldct)
+                outputs[name] = _model_output(cache, key, name, denoiser, ldct, pair.kernel)
             rows += [{"slice": pair.spec.name, **cell, "method": method, **measure(image, pair)}
                      for method, image in outputs.items()]
             if whole is not None and 10 <= noise_hu <= up_to_hu:
-                correction = _model_output(cache, key, scanned, whole, ldct) - ldct
+                correction = _model_output(cache, key, scanned, whole, ldct, pair.kernel) - ldct
+                keep = _keep_noise_hu(denoisers[scanned], ldct, pair.kernel)
                 shares.append({"slice": pair.spec.name, **cell, **passing_weights(
-                    ldct, correction, pair.ndct, pair.flat, denoisers[scanned].keep_noise_hu, outputs.get("BM3D"))})
+                    ldct, correction, pair.ndct, pair.flat, keep, outputs.get("BM3D"))})
             if (filter_label, streak, noise_hu) == sweep.figure_cell:
                 figure[pair.spec.name] = {"NDCT": pair.ndct, **outputs}
     return {
         "rows": rows,
         "ndct_flat_noise_hu": {p.spec.name: p.ndct_flat_noise for p in pairs},
+        "kernels": {p.spec.name: p.kernel for p in pairs},
         "slices": [vars(p.spec) for p in pairs],
         "gaussian_sigma_px": sigmas,
         "bm3d": use_bm3d,
@@ -193,7 +198,7 @@ def run_sweep(sweep: Sweep, data: Path, device: str = "auto", say: Callable[[str
         "weight_range": {"model": scanned, "cells": shares} if scanned else None,
         "models": {name: {"path": str(sweep.models[name].relative_to(REPOSITORY)),
                           "sha256": model.manifest.get("sha256", ""),
-                          "keep_noise_hu": denoisers[name].keep_noise_hu,
+                          "keep_noise_hu": denoisers[name].options.keep_noise_hu,  # None: follows the kernel
                           "self_ensemble": denoisers[name].options.self_ensemble} for name, model in models.items()},
     }
 
@@ -212,21 +217,27 @@ def low_frequency_error_hu(image: np.ndarray, ndct: np.ndarray) -> float:
     return float(np.sqrt(np.mean(error[ndct > BODY_HU] ** 2)))
 
 
-def _model_output(cache: OutputCache, key: dict, name: str, denoiser: VolumeDenoiser, ldct: np.ndarray) -> np.ndarray:
-    """The denoised slice, keyed by the weights, the engine's keep-noise and rule, and its views where set."""
+def _model_output(cache: OutputCache, key: dict, name: str, denoiser: VolumeDenoiser, ldct: np.ndarray,
+                  kernel: str | None) -> np.ndarray:
+    """The denoised slice, keyed by the weights, the keep-noise it gets and the rule, and its views where set."""
     views = denoiser.options.self_ensemble  # in the key only where it is set: older outputs stay valid
     return cache.get({**key, "model": denoiser.model.manifest.get("sha256", name),
-                      "keep_noise_hu": denoiser.keep_noise_hu, "keep_rule": RULE_VERSION,
+                      "keep_noise_hu": _keep_noise_hu(denoiser, ldct, kernel), "keep_rule": RULE_VERSION,
                       **({"self_ensemble": views} if views > 1 else {})},
-                     partial(_denoised, denoiser, ldct))
+                     partial(_denoised, denoiser, ldct, kernel))
+
+
+def _keep_noise_hu(denoiser: VolumeDenoiser, ldct: np.ndarray, kernel: str | None) -> float:
+    """The keep-noise the engine gives this slice of a series with this ConvolutionKernel."""
+    return denoiser.keep_for(series_kernel(ldct[None], denoiser.options.kernel, kernel).kind)
 
 
 def _bm3d(ldct: np.ndarray) -> np.ndarray:
     return bm3d_slices(ldct[None], estimate_noise_hu(ldct[None]))[0]
 
 
-def _denoised(denoiser: VolumeDenoiser, ldct: np.ndarray) -> np.ndarray:
-    return denoiser(ldct[None])[0]
+def _denoised(denoiser: VolumeDenoiser, ldct: np.ndarray, kernel: str | None) -> np.ndarray:
+    return denoiser(ldct[None], header_kernel=kernel)[0]
 
 
 def _low_dose(cache: OutputCache, sweep: Sweep, pair: SlicePair, settings: ScannerNoise) -> np.ndarray:

@@ -17,6 +17,7 @@ from LDCTDenoiseLib.compare.comparison import METRICS, means_by_method, paired_t
 from LDCTDenoiseLib.compare.metrics import DEFAULT_WINDOWS, slice_metrics
 from LDCTDenoiseLib.engine.inference import EngineOptions, VolumeDenoiser
 from LDCTDenoiseLib.errors import InputError
+from LDCTDenoiseLib.io.dicom_read import folder_kernel
 from LDCTDenoiseLib.models.normalization import Normalization
 from LDCTDenoiseLib.models.weights import MANIFEST_NAME, LoadedModel, load_model
 
@@ -73,7 +74,8 @@ def evaluate(
     rows = []
     for patient in splits[split]:
         noisy, clean = _pair(patient, cache, settings, seed, max_slices)
-        methods = {"input": noisy, "gaussian": gaussian_slices(noisy, sigma), "model": denoiser(noisy)}
+        methods = {"input": noisy, "gaussian": gaussian_slices(noisy, sigma),
+                   "model": denoiser(noisy, header_kernel=folder_kernel(patient.ndct))}
         for k in range(clean.shape[0]):
             for window in DEFAULT_WINDOWS:
                 for method, volume in methods.items():

@@ -266,7 +266,7 @@ def _with_progress(denoiser: VolumeDenoiser, volume: Volume, label: str, quiet: 
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        return denoiser(volume.array, progress=progress)
+        return denoiser(volume.array, progress=progress, header_kernel=volume.metadata.get("convolution_kernel"))
 
 
 def _simulate_with_progress(volume: Volume, settings: ProjectionNoise | ScannerNoise, seed: int,

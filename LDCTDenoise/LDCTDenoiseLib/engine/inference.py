@@ -9,9 +9,10 @@ and high for the same reason: readers reject an over-smoothed look): 0 returns t
 model's output. ``keep_noise_hu`` (by default the model manifest's ``inference.keep_noise_hu``)
 scales it per slice by the noise it removes (``noise_level``), so that a scan already at normal
 dose keeps its own noise and texture instead of being smoothed past its true image, and keeps soft
-tissue's local mean HU, which noise removal has no reason to move. ``self_ensemble`` averages the
-correction over 2, 4 or 8 mirrored and transposed views of each slice (``self_ensemble`` module) at
-as many times the network's time.
+tissue's local mean HU, which noise removal has no reason to move; by default that keep follows the
+series' reconstruction kernel (``kernel`` module: a sharp kernel's normal dose is noisier).
+``self_ensemble`` averages the correction over 2, 4 or 8 mirrored and transposed views of each slice
+(``self_ensemble`` module) at as many times the network's time.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..errors import Cancelled, InputError
 from ..io import Volume
 from ..models.weights import LoadedModel, cache_dir
 from ..networks import architecture_of
+from .kernel import KEEP_FACTOR, KernelKind, series_kernel
 from .noise_level import adapted_correction
 from .options import EngineOptions
 from .self_ensemble import DIHEDRAL_VIEWS, unview, view
@@ -107,11 +109,17 @@ class VolumeDenoiser:
         self.network = model.generator.to(self.device, memory_format=self.memory_format).eval()
         self._compiled: dict[tuple, Callable] = {}
         self.onnx = self._onnx_correction()
-        self.keep_noise_hu = model_keep_noise_hu(model) if self.options.keep_noise_hu is None \
-            else self.options.keep_noise_hu
+        self.kernel: KernelKind | None = None  # the last run's, where the keep followed it
+        self.keep_noise_hu = self.keep_for(self.options.kernel)  # the last run's keep (before one: for the option)
         self.last_run: dict = {}
         self._weights: list[float] = []  # the share of the correction each slice of the current run got
         self._noise: list[float] = []  # the input noise the rule measured on each slice of the current run
+
+    def keep_for(self, kernel: str) -> float:
+        """The keep-noise for a series of this kernel kind: the option where set, else the model's scaled to it."""
+        if self.options.keep_noise_hu is not None:
+            return self.options.keep_noise_hu
+        return model_keep_noise_hu(self.model) * KEEP_FACTOR.get(kernel, 1.0)
 
     @property
     def runtime(self) -> str:
@@ -150,12 +158,17 @@ class VolumeDenoiser:
         hu: np.ndarray,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        header_kernel: str | None = None,
     ) -> np.ndarray:
-        """Denoised HU (float32, same shape); ``hu`` is (slices, rows, columns) and never modified."""
+        """Denoised HU (float32, same shape); ``hu`` is (slices, rows, columns) and never modified.
+
+        ``header_kernel`` is the series' ConvolutionKernel where its header names one (``Volume.metadata``).
+        """
         if hu.ndim != 3:
             raise InputError(f"expected a (slices, rows, columns) volume; got shape {hu.shape}")
         if not np.isfinite(hu).all():
             raise InputError("the volume contains NaN or infinite values; fix or mask them before denoising")
+        self._follow_kernel(hu, header_kernel)
         slices = hu.shape[0]
         batch = self._initial_batch_size(hu.shape[1:])
         forward = self._forward_for(slices) if self.onnx is None else self.network
@@ -187,12 +200,19 @@ class VolumeDenoiser:
             "seconds": round(elapsed, 3), "slices_per_second": round(slices / elapsed, 3) if elapsed else None,
             "strength_percent": round(100 * self.options.strength, 1), "keep_noise_hu": self.keep_noise_hu,
             "self_ensemble": self.options.self_ensemble,
+            "kernel": self.kernel.describe() if self.kernel else None,
             "applied_percent": [round(100 * min(self._weights), 1), round(100 * max(self._weights), 1)]
             if self._weights else [],
             "applied_median_percent": round(100 * float(np.median(self._weights)), 1) if self._weights else None,
             "input_noise_hu": round(float(np.median(self._noise)), 1) if self._noise else None,
         }
         return output
+
+    def _follow_kernel(self, hu: np.ndarray, header_kernel: str | None) -> None:
+        """The run's keep-noise: the option's, or the model's scaled to the kernel (header, option or noise)."""
+        follows = self.options.keep_noise_hu is None and model_keep_noise_hu(self.model) > 0
+        self.kernel = series_kernel(hu, self.options.kernel, header_kernel) if follows else None
+        self.keep_noise_hu = self.keep_for(self.kernel.kind if self.kernel else "standard")
 
     def _denoise_batch(self, forward: Callable, hu_batch: np.ndarray, batch: int) -> np.ndarray:
         hu_batch = np.asarray(hu_batch, dtype=np.float32)
@@ -370,6 +390,7 @@ def denoise_volume(
     options: EngineOptions | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    header_kernel: str | None = None,
 ) -> np.ndarray:
     """One-call form of :class:`VolumeDenoiser` for scripts."""
-    return VolumeDenoiser(model, options)(hu, progress=progress, cancel=cancel)
+    return VolumeDenoiser(model, options)(hu, progress=progress, cancel=cancel, header_kernel=header_kernel)

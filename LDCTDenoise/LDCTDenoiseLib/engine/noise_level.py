@@ -126,15 +126,17 @@ def local_noise_hu(image: np.ndarray, flat: np.ndarray) -> float:
 
 
 def applied_summary(run: dict) -> str:
-    """', keep 20 HU: 40-100 % applied' for a run's record (``VolumeDenoiser.last_run``); '' without keep-noise.
+    """', keep 20 HU for a ... kernel (...): 40-100 % applied' for a run's record; '' without keep-noise.
 
-    When the rule left (most of) the series untouched, it says so and how to denoise further: a user
-    who sees no change otherwise has no hint that the series' noise was already near the target.
+    ``run`` is ``VolumeDenoiser.last_run``. When the rule left (most of) the series untouched, it says so
+    and how to denoise further: a user who sees no change otherwise has no hint that the series' noise was
+    already near the target.
     """
     if not run.get("keep_noise_hu") or not run.get("applied_percent"):
         return ""
     low, high = run["applied_percent"]
-    text = f", keep {run['keep_noise_hu']:g} HU: {low:g}-{high:g} % applied"
+    kernel = f" for a {run['kernel']}" if run.get("kernel") else ""
+    text = f", keep {run['keep_noise_hu']:g} HU{kernel}: {low:g}-{high:g} % applied"
     typical = run.get("applied_median_percent")
     if (high if typical is None else typical) <= LITTLE_APPLIED_PERCENT:
         noise = run.get("input_noise_hu")

@@ -25,6 +25,7 @@ COMPILE_MODES = ("auto", "on", "off")
 # auto on the CPU: OpenVINO mixed where the CPU has native bf16, else ONNX Runtime fp32, else torch
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 SELF_ENSEMBLE_SIZES = (1, 2, 4, 8)
+KERNELS = ("auto", "smooth", "standard", "sharp")  # engine.kernel.KINDS, and auto
 MAX_KEEP_NOISE_HU = 100.0  # a normal-dose scan's own noise is 8-25 HU; more than this is a typo
 MAX_ADAPT_MINUTES = 240.0
 
@@ -53,8 +54,12 @@ class EngineOptions:
         percent=True, type=float, metavar="PERCENT"))
     keep_noise_hu: float | None = field(default=None, metadata=_flag(
         "--keep-noise", "noise a normal-dose scan keeps: each slice gets the share of the correction beyond it, so "
-        "light-dose slices are barely changed (default: the model's, see its card; 0: the whole correction "
-        "everywhere)", type=float, metavar="HU"))
+        "light-dose slices are barely changed (default: the model's, see its card, times 0.5 for a smooth kernel "
+        "and 4 for a sharp one, see --kernel; 0: maximum denoising, the whole correction everywhere)",
+        type=float, metavar="HU"))
+    kernel: str = field(default="auto", metadata=_flag(
+        "--kernel", "the reconstruction kernel's kind, which scales the default keep-noise (auto: from the DICOM "
+        "header's ConvolutionKernel where known, else from the noise's texture)", choices=KERNELS))
     runtime: str = field(default="auto", metadata=_flag(
         "--runtime", "auto on the CPU: OpenVINO (mixed precision where the CPU has native bf16, else fp32), else "
         "ONNX Runtime fp32, else torch; each runs the same exported graph", choices=RUNTIMES))
@@ -78,7 +83,8 @@ class EngineOptions:
             raise InputError(f"strength must be between 0 and 100 %; got {100 * self.strength:g} %")
         if self.keep_noise_hu is not None and not 0.0 <= self.keep_noise_hu <= MAX_KEEP_NOISE_HU:
             raise InputError(f"keep-noise must be between 0 and {MAX_KEEP_NOISE_HU:g} HU; got {self.keep_noise_hu:g}")
-        for name, allowed in (("precision", PRECISIONS), ("compile", COMPILE_MODES), ("runtime", RUNTIMES)):
+        for name, allowed in (("precision", PRECISIONS), ("compile", COMPILE_MODES), ("runtime", RUNTIMES),
+                              ("kernel", KERNELS)):
             if getattr(self, name) not in allowed:
                 raise InputError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}")
         if self.self_ensemble not in SELF_ENSEMBLE_SIZES:

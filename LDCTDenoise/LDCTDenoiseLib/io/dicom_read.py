@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from ..errors import InputError
 from ..optional import optional_import
@@ -158,6 +159,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, strict_
             "dicom_files": [str(g.path) for g in slices],
             "resampled": bool(irregular or shear > TILT_TOLERANCE_DEG),
             "slice_thickness_mm": _stated_thickness(series.headers[0]),
+            "convolution_kernel": stated_kernel(series.headers[0]),
             "notes": notes,
         },
     )
@@ -186,6 +188,27 @@ def _stated_thickness(header: pydicom.Dataset) -> float | None:
     except (TypeError, ValueError):
         return None
     return thickness if np.isfinite(thickness) and thickness > 0 else None
+
+
+def stated_kernel(header: pydicom.Dataset) -> str | None:
+    """ConvolutionKernel's first value where the header states one (the keep-noise follows it), else None."""
+    value = header.get("ConvolutionKernel")
+    if isinstance(value, MultiValue):  # Siemens writes "Br40d\\3": the kernel, then its strength
+        value = value[0] if len(value) else None
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def folder_kernel(folder: str | Path) -> str | None:
+    """The ConvolutionKernel the first DICOM image under ``folder`` states; None for a file or no statement."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        header = _read_header(path)
+        if header is not None:
+            return stated_kernel(header)
+    return None
 
 
 def _thickness(header: pydicom.Dataset) -> float:

@@ -5,7 +5,8 @@ with a read-back check that cost it seconds per 300 slices each way, and Slicer 
 (``benchmarks/handoff.py``). Here the voxels go into ``NAME.npy`` as they are (``numpy.save``
 raises on a short write, unlike ITK's writer, so nothing needs reading back) and the geometry and
 header into ``NAME.json``; the reader takes the array from the page cache. The files live in a run's
-private folder and go with it; the ``.npy`` is written last, under a temporary name, so its presence
+private folder and go with it (the JSON also carries the series' ConvolutionKernel: the worker's keep-noise
+follows it); the ``.npy`` is written last, under a temporary name, so its presence
 marks a complete hand-off.
 """
 
@@ -30,7 +31,8 @@ def write_handoff(volume: Volume, path: str | Path) -> Path:
         raise OutputError(f"{path}: a hand-off file ends in {SUFFIX}")
     described = {"spacing": list(volume.spacing), "origin": list(volume.origin),
                  "direction": [float(v) for v in np.asarray(volume.direction).ravel()],
-                 "header": {key: str(value) for key, value in volume.metadata.get("header", {}).items()}}
+                 "header": {key: str(value) for key, value in volume.metadata.get("header", {}).items()},
+                 "convolution_kernel": volume.metadata.get("convolution_kernel")}
     try:
         with atomic_file(path.with_suffix(".json")) as tmp:
             tmp.write_text(json.dumps(described))
@@ -52,7 +54,8 @@ def read_handoff(path: str | Path, mapped: bool = False) -> Volume:
         raise InputError(f"cannot read the hand-off {path}: {error}") from None
     return Volume(array, tuple(described["spacing"]), tuple(described["origin"]),
                   np.asarray(described["direction"]).reshape(3, 3),
-                  metadata={"source": path.name, "source_format": "handoff", "header": described["header"]})
+                  metadata={"source": path.name, "source_format": "handoff", "header": described["header"],
+                            "convolution_kernel": described.get("convolution_kernel")})
 
 
 def is_handoff(path: str | Path) -> bool:

@@ -72,7 +72,7 @@ class DenoiseJob:
         self.options, self.output_type = options or EngineOptions(), output_type
         self.output_node = None
         self.started = time.monotonic()
-        volume = volume_from_node(input_node)
+        volume = volume_from_node(input_node, _dicom_file_finder())
         self.stored_dtype = volume.metadata["stored_dtype"] if output_type == "input" else "float32"
         self.background = BackgroundDenoise(volume, self.options, weights=weights, python=python)
 
@@ -322,3 +322,11 @@ def _region(grid, roi_node, segmentation_node, segment_id: str | None) -> Region
         name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
         return Region(name, mask, f"segment {name} of {segmentation_node.GetName()}")
     raise InputError("choose a region: a Markups ROI node, or a segmentation node and one of its segments")
+
+
+def _dicom_file_finder() -> Callable[[str], str] | None:
+    """Slicer's DICOM database lookup (instance UID -> file), or None where there is none (slicer-core)."""
+    import slicer
+
+    database = getattr(slicer, "dicomDatabase", None)
+    return database.fileForInstance if database is not None else None

@@ -7,6 +7,8 @@ classes. MRML works in RAS; the library in LPS (as DICOM and ITK): the conversio
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..compare.density import Densities
@@ -17,8 +19,12 @@ from ..io.volume import Volume
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
-def volume_from_node(node) -> Volume:
-    """A copy of a scalar volume node's voxels (k, j, i) with its geometry in LPS."""
+def volume_from_node(node, file_for_instance: Callable[[str], str] | None = None) -> Volume:
+    """A copy of a scalar volume node's voxels (k, j, i) with its geometry in LPS.
+
+    ``file_for_instance`` (Slicer's ``dicomDatabase.fileForInstance``) finds the DICOM file of a node
+    loaded from DICOM, whose ConvolutionKernel the engine's keep-noise follows.
+    """
     import slicer.util
 
     if node is None or node.GetImageData() is None:
@@ -33,8 +39,25 @@ def volume_from_node(node) -> Volume:
         spacing=node.GetSpacing(),
         origin=tuple(LPS_FROM_RAS @ np.asarray(node.GetOrigin())),
         direction=LPS_FROM_RAS @ directions,
-        metadata={"source": node.GetName(), "node_id": node.GetID(), "stored_dtype": str(voxels.dtype)},
+        metadata={"source": node.GetName(), "node_id": node.GetID(), "stored_dtype": str(voxels.dtype),
+                  "convolution_kernel": dicom_kernel(node, file_for_instance) if file_for_instance else None},
     )
+
+
+def dicom_kernel(node, file_for_instance: Callable[[str], str]) -> str | None:
+    """The ConvolutionKernel of the series a node was loaded from (its DICOM.instanceUIDs attribute), else None."""
+    import pydicom
+
+    from ..io.dicom_read import stated_kernel
+
+    uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    path = file_for_instance(uids[0]) if uids else ""
+    if not path:
+        return None
+    try:
+        return stated_kernel(pydicom.dcmread(path, stop_before_pixels=True))
+    except (OSError, pydicom.errors.InvalidDicomError):
+        return None  # the database's file moved or was deleted: the engine measures the kernel from the noise
 
 
 def update_node_from_volume(node, volume: Volume) -> None:

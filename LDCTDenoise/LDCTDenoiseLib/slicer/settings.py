@@ -2,7 +2,8 @@
 
 The panel's parameters (a parameter node, or anything with its attribute names) become one
 ``EngineOptions`` here and nowhere else: the slider's percent turns into the engine's fraction, and
-the keep-noise box into the model's own keep-noise (checked) or none (0 HU), and *Adapt to this
+the keep-noise box into the model's own keep-noise, scaled to the kernel (checked), or none (0 HU:
+maximum denoising), and *Adapt to this
 scan* into the adaptation budget (unchecked: none). ``SessionSettings`` is
 the parameter pack Slicer remembers between sessions (in its QSettings, or any object with
 ``contains``/``value``/``setValue``).
@@ -23,7 +24,7 @@ def engine_options(parameters) -> EngineOptions:
     return EngineOptions(device=parameters.device, batch_size=parameters.batchSize or None,
                          precision=parameters.precision, runtime=parameters.runtime, compile=parameters.compile,
                          strength=parameters.strength / 100.0, keep_noise_hu=None if parameters.keepNoise else 0.0,
-                         self_ensemble=int(parameters.selfEnsemble),
+                         kernel=parameters.kernel, self_ensemble=int(parameters.selfEnsemble),
                          adapt_minutes=parameters.adaptMinutes if parameters.adaptToScan else 0.0)
 
 

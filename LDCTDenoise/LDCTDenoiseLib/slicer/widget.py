@@ -23,7 +23,7 @@ from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
 
-from ..engine.options import COMPILE_MODES, DEVICE_CHOICES, PRECISIONS, RUNTIMES, SELF_ENSEMBLE_SIZES
+from ..engine.options import COMPILE_MODES, DEVICE_CHOICES, KERNELS, PRECISIONS, RUNTIMES, SELF_ENSEMBLE_SIZES
 from ..resources import resource_path
 from .requirements import install_running
 from .settings import SessionSettings, engine_options
@@ -44,7 +44,8 @@ class LDCTDenoiseParameterNode:
     strength: Annotated[float, WithinRange(0.0, 100.0)] = 100.0  # percent of the network's correction
     adaptToScan: bool = False  # fine-tune a copy of the model on this scan's neighbouring slices first
     adaptMinutes: Annotated[float, WithinRange(0.5, 30.0)] = 5.0  # its budget
-    keepNoise: bool = True  # keep the model's normal-dose noise (keep-noise); off: the whole correction
+    keepNoise: bool = True  # keep the normal-dose noise of the series' kernel (keep-noise); off: maximum denoising
+    kernel: Annotated[str, Choice(list(KERNELS))] = "auto"  # the kernel's kind, which scales the noise kept
     precision: Annotated[str, Choice(list(PRECISIONS))] = "auto"
     runtime: Annotated[str, Choice(list(RUNTIMES))] = "auto"
     compile: Annotated[str, Choice(list(COMPILE_MODES))] = "auto"

@@ -46,11 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         denoiser = VolumeDenoiser(adaptation.model, options)
         views = f"{options.self_ensemble} views averaged, " if options.self_ensemble > 1 else ""
         print(f"Model {model.describe()['name']} on {denoiser.device} ({str(denoiser.dtype).split('.')[-1]}), "
-              f"strength {100 * options.strength:g} %, keep {denoiser.keep_noise_hu:g} HU of noise, {views}"
+              f"strength {100 * options.strength:g} %, {_keep_text(options)}, {views}"
               f"{volume.array.shape[0]} slices of {volume.array.shape[2]} x {volume.array.shape[1]}", flush=True)
         print("STAGE denoising", flush=True)
         print(f"PROGRESS 0 {volume.array.shape[0]}", flush=True)
-        denoised = denoiser(volume.array, progress=lambda done, total: print(f"PROGRESS {done} {total}", flush=True))
+        denoised = denoiser(volume.array, progress=lambda done, total: print(f"PROGRESS {done} {total}", flush=True),
+                            header_kernel=volume.metadata.get("convolution_kernel"))
+        if denoiser.kernel is not None:
+            print(f"Kept {denoiser.keep_noise_hu:g} HU of noise for a {denoiser.kernel.describe()}", flush=True)
         write = write_handoff if is_handoff(args.output) else write_volume_file
         write(denoiser.labelled(volume, denoised), args.output)
     except (LDCTError, OSError) as error:
@@ -59,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     adapted = {"adapted": adaptation.adapted} if options.adapts else {}
     print("DONE " + json.dumps({"model": model.describe()["name"], **denoiser.last_run, **adapted}), flush=True)
     return 0
+
+
+def _keep_text(options) -> str:
+    if options.keep_noise_hu is None:
+        return "keep-noise following the kernel"
+    return f"keep {options.keep_noise_hu:g} HU of noise" if options.keep_noise_hu else "maximum denoising"
 
 
 if __name__ == "__main__":
