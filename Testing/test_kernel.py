@@ -78,11 +78,11 @@ def test_the_engine_keeps_the_models_noise_times_the_kernels_factor_and_says_whi
     hu = tissue_with_noise(smooth)
     denoiser = VolumeDenoiser(model_keeping(20.0), EngineOptions(compile="off"))
     denoiser(hu, header_kernel="LUNG")
-    assert denoiser.keep_noise_hu == 20.0 * KEEP_FACTOR["sharp"] == 80.0
+    assert denoiser.keep_noise_hu == 20.0 * KEEP_FACTOR["sharp"] == 100.0
     assert denoiser.last_run["kernel"] == "sharp kernel (header: ConvolutionKernel LUNG)"
-    assert denoiser.header["LDCTDenoise_keep_noise_hu"] == "80"
+    assert denoiser.header["LDCTDenoise_keep_noise_hu"] == "100"
     denoiser(hu, header_kernel="B10f")
-    assert denoiser.keep_noise_hu == 10.0
+    assert denoiser.keep_noise_hu == 15.0
     denoiser(hu)
     assert denoiser.keep_noise_hu == 20.0 and denoiser.last_run["kernel"].startswith("standard kernel (noise:")
 

@@ -142,9 +142,13 @@ def markdown(result: dict, figures: list[Path], seconds: float, quick: bool) -> 
         f"from the NDCT smoothed with a {LOW_FREQUENCY_SIGMA_PX:g}-pixel Gaussian (streaks and blotches). The NDCT "
         "carries noise of its own (below).",
         "",
-        "| slice | what | NDCT flat noise (HU) |",
-        "|---|---|---|",
-        *[f"| {s['name']} | {s['what']} | {result['ndct_flat_noise_hu'][s['name']]:.1f} |" for s in result["slices"]],
+        "| slice | what | ConvolutionKernel | NDCT flat noise (HU) |",
+        "|---|---|---|---|",
+        *[f"| {s['name']} | {s['what']} | {result.get('kernels', {}).get(s['name']) or 'not stated'} | "
+          f"{result['ndct_flat_noise_hu'][s['name']]:.1f} |" for s in result["slices"]],
+        "",
+        "Models whose keep-noise is their own (not set in `study.yaml`) keep it scaled to the series' kernel, as "
+        "the engine does by default (`LDCTDenoiseLib/engine/kernel.py`: x0.75 smooth, x1 standard, x5 sharp).",
         "",
         f"Cells: filters {', '.join(sorted({c[0] for c in columns}))}; "
         f"streaks {', '.join(sorted({c[1] for c in columns}))} (see `evaluation/study.yaml`, `sweep:`); Gaussian "

@@ -6,10 +6,12 @@ resolution. With one keep-noise for every kernel, the engine took a sharp-kernel
 one and turned it into a smooth soft-tissue image: on the held-out Philips L slice (normal-dose flat
 noise 74 HU) 19 dB soft-tissue PSNR below its own input with 10 HU added (docs/evaluation.md). The
 keep-noise rule's ``keep`` is the noise the normal-dose scan has, so it follows the kernel: the
-model's keep times ``KEEP_FACTOR`` of the kernel's kind. The factors: Philips L has 5.1x the flat
-noise of Philips B on one acquisition (Lung_Dx-A0001, both kernels), and the sweep's held-out slices
-were best at 70-80 HU kept on Philips L, 10 on Siemens B10f (normal-dose noise 8 HU), 20-25 on
-standard kernels; calibrated on other slices of those series (evaluation/kernel_calibration.py).
+model's keep times ``KEEP_FACTOR`` of the kernel's kind. The factors come from slices the sweep does
+not score (``evaluation/kernel_calibration.py``, docs/evaluation/kernel-calibration): on sharp
+kernels (Philips L, GE LUNG; normal-dose flat noise 26-82 HU, highest at the shoulders) only 100 HU
+kept (x5) left 99 of 100 cells not worse than the input, 80 HU 89; Philips L has 5.1x the flat noise
+of Philips B on one acquisition (Lung_Dx-A0001, both kernels). On Siemens B10f (7 HU) 15 HU (x0.75)
+was the best keep never worse. The standard kernel's 20 HU is the model's, chosen on validation data.
 
 The kind comes from the header's ConvolutionKernel where its name is known (``kind_of_kernel_name``),
 else from the noise's texture: a sharp kernel's noise barely correlates between neighbouring pixels
@@ -30,7 +32,7 @@ from .noise_level import FLAT_WINDOW_PX, MIN_FLAT_PIXELS, flat_soft_tissue
 from .options import KERNELS
 
 KINDS = tuple(kind for kind in KERNELS if kind != "auto")
-KEEP_FACTOR = {"smooth": 0.5, "standard": 1.0, "sharp": 4.0}
+KEEP_FACTOR = {"smooth": 0.75, "standard": 1.0, "sharp": 5.0}
 SHARP_LAG1 = 0.13  # below this lag-1 autocorrelation the noise is a sharp kernel's
 MEASURED_SLICES = 8  # slices spread over the series that the noise texture is measured on
 

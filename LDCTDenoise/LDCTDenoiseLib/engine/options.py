@@ -54,8 +54,8 @@ class EngineOptions:
         percent=True, type=float, metavar="PERCENT"))
     keep_noise_hu: float | None = field(default=None, metadata=_flag(
         "--keep-noise", "noise a normal-dose scan keeps: each slice gets the share of the correction beyond it, so "
-        "light-dose slices are barely changed (default: the model's, see its card, times 0.5 for a smooth kernel "
-        "and 4 for a sharp one, see --kernel; 0: maximum denoising, the whole correction everywhere)",
+        "light-dose slices are barely changed (default: the model's, see its card, times 0.75 for a very smooth kernel "
+        "and 5 for a sharp one, see --kernel; 0: maximum denoising, the whole correction everywhere)",
         type=float, metavar="HU"))
     kernel: str = field(default="auto", metadata=_flag(
         "--kernel", "the reconstruction kernel's kind, which scales the default keep-noise (auto: from the DICOM "
