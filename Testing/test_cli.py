@@ -167,6 +167,31 @@ def test_keep_noise_is_applied_and_recorded_in_the_file_header_and_the_dicom_des
     assert read_volume(tmp_path / "k.nrrd").metadata["header"]["LDCTDenoise_keep_noise_hu"] == "8"
 
 
+def test_the_kept_noise_follows_the_series_kernel_from_its_dicom_header(tmp_path, capsys):
+    from conftest import tiny_generator
+    from LDCTDenoiseLib.models.normalization import Normalization
+    from LDCTDenoiseLib.models.weights import save_model
+
+    save_model(tiny_generator(), tmp_path / "model", Normalization(), provenance={"purpose": "tests"}, name="tiny",
+               inference={"keep_noise_hu": 20.0})
+    path, _ = phantom_file(tmp_path)
+    write_dicom_series(read_volume(path), tmp_path / "lung")
+    for file in (tmp_path / "lung").iterdir():
+        header = pydicom.dcmread(file)
+        header.ConvolutionKernel = "LUNG"
+        header.save_as(file)
+    code, out, err = run(capsys, "denoise", tmp_path / "lung", tmp_path / "out.nrrd", "--weights", tmp_path / "model",
+                         "--json", "--quiet")
+    assert code == 0, err
+    summary = json.loads(out)["run"]
+    assert summary["keep_noise_hu"] == 100.0
+    assert summary["kernel"] == "sharp kernel (header: ConvolutionKernel LUNG)"
+    code, out, err = run(capsys, "denoise", tmp_path / "lung", tmp_path / "std.nrrd", "--weights", tmp_path / "model",
+                         "--kernel", "standard", "--json", "--quiet")
+    assert code == 0, err
+    assert json.loads(out)["run"]["keep_noise_hu"] == 20.0
+
+
 def test_the_self_ensemble_is_recorded_in_the_run_and_the_file_header(tmp_path, tiny_model_dir, capsys):
     path, _ = phantom_file(tmp_path)
     code, out, err = run(capsys, "denoise", path, tmp_path / "e.nrrd", "--weights", tiny_model_dir,

@@ -88,6 +88,16 @@ def test_a_sweep_scanning_a_model_it_does_not_run_is_refused_by_name(tmp_path):
         load_sweep(tmp_path / "study.yaml")
 
 
+def test_a_sweep_limited_to_some_models_keeps_their_settings_and_refuses_an_unknown_name():
+    sweep = load_sweep()
+    only = sweep.only(["scanner-noise model", "scanner-noise whole correction"])
+    assert list(only.models) == ["scanner-noise model", "scanner-noise whole correction"]
+    assert only.keep_noise_hu == {"scanner-noise whole correction": 0.0} and only.weight_range == sweep.weight_range
+    assert sweep.only(["U-Net (Zhang)"]).weight_range is None
+    with pytest.raises(InputError, match="no sweep model named nothing"):
+        sweep.only(["nothing"])
+
+
 def test_the_moved_ndct_is_recovered_by_rigid_registration():
     volume = Volume(make_phantom((12, 128, 128), seed=2).array, spacing=(1.5, 1.5, 2.5), origin=(-96, -96, 0))
     moving, motion = moved(volume, rotation_deg=2.0, shift_mm=(3.0, -2.0, 0.0))

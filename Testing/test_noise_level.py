@@ -155,3 +155,16 @@ def test_the_run_summary_says_when_the_rule_left_most_slices_untouched_and_how_t
     noisy = {**quiet, "applied_percent": [40.0, 100.0], "applied_median_percent": 85.0}
     assert applied_summary(noisy) == ", keep 20 HU: 40-100 % applied"
     assert applied_summary({**quiet, "keep_noise_hu": 0.0}) == ""
+
+
+def test_the_run_summary_names_the_kernel_and_after_a_sharp_one_how_to_take_it_as_standard():
+    from LDCTDenoiseLib.engine.noise_level import applied_summary
+
+    sharp = {"keep_noise_hu": 100.0, "applied_percent": [0.0, 10.0], "applied_median_percent": 0.0,
+             "input_noise_hu": 60.0, "kernel": "sharp kernel (noise: neighbouring pixels' noise correlates 0.05)"}
+    text = applied_summary(sharp)
+    assert text.startswith(", keep 100 HU for a sharp kernel (noise: neighbouring pixels' noise correlates 0.05): "
+                           "0-10 % applied. Little was changed")
+    assert text.endswith("or the kernel to standard (--kernel standard) if the series is not a sharp-kernel one")
+    standard = {**sharp, "kernel": "standard kernel (header: ConvolutionKernel B30f)"}
+    assert "--kernel standard" not in applied_summary(standard)

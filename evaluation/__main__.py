@@ -1,4 +1,4 @@
-"""python -m evaluation [--quick] [--only study|sweep] [--out docs/evaluation] [--data ../shared/data] [--device D]"""
+"""python -m evaluation [--quick] [--only study|sweep] [--models A,B] [--out docs/evaluation] [--data ../shared/data]"""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--only", choices=("study", "sweep"),
                         help="build one part: the paper's comparisons (study) or the robustness sweep (OUT/sweep)")
+    parser.add_argument("--models", help="the sweep with only these of its models (comma-separated names)")
     args = parser.parse_args(argv)
     out = args.out or REPOSITORY / "docs" / ("evaluation-quick" if args.quick else "evaluation")
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
@@ -38,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
             print(write_report(result, out, time.perf_counter() - start))
         if args.only in (None, "sweep"):
             start = time.perf_counter()
-            swept = run_sweep(load_sweep(args.study, quick=args.quick), args.data, args.device, say=say)
-            print(write_sweep_report(swept, out / "sweep", time.perf_counter() - start, args.quick))
+            sweep = load_sweep(args.study, quick=args.quick)
+            models = [name.strip() for name in args.models.split(",")] if args.models else None
+            swept = run_sweep(sweep.only(models) if models else sweep, args.data, args.device, say=say)
+            print(write_sweep_report(swept, out / "sweep", time.perf_counter() - start, args.quick, models))
     except LDCTError as error:
         print(f"evaluation: error: {error}", file=sys.stderr)
         return 1

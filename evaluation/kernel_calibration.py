@@ -125,7 +125,10 @@ def write(rows: list[dict], out: Path, model_keep: float) -> str:
         engine = model_keep * KEEP_FACTOR[kind]
         lines += ["", f"Not worse in the most cells ({chosen['not_worse']}/{chosen['cells']}), then the largest "
                   f"mean gain: **{chosen['keep_hu']} HU**; the engine keeps {engine:g} HU "
-                  f"({KEEP_FACTOR[kind]:g} x {model_keep:g}).", ""]
+                  f"({KEEP_FACTOR[kind]:g} x {model_keep:g})."
+                  + (" The standard kind keeps the model's own, chosen on its validation data over many standard "
+                     "series; this low-noise slice is shown for comparison, not to set it." if kind == "standard"
+                     else ""), ""]
     text = "\n".join(lines)
     (out / "README.md").write_text(text)
     return text

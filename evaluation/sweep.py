@@ -14,7 +14,7 @@ import hashlib
 import json
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -66,6 +66,16 @@ class Sweep:
     bm3d: bool = True
     bm3d_from_hu: float = 0.0  # BM3D runs on cells with at least this much added noise
     weight_range: tuple[str, float] | None = None  # (model, up to HU added): its correction's shares scanned
+
+    def only(self, names: list[str]) -> Sweep:
+        """The same sweep with only the models named (the weight-range scan kept where its model stays)."""
+        unknown = sorted(set(names) - set(self.models))
+        if unknown:
+            raise InputError(f"no sweep model named {', '.join(unknown)}; the study's are: {', '.join(self.models)}")
+        keep = lambda table: {name: value for name, value in table.items() if name in names}  # noqa: E731
+        scanned = self.weight_range if self.weight_range and self.weight_range[0] in names else None
+        return replace(self, models=keep(self.models), keep_noise_hu=keep(self.keep_noise_hu),
+                       self_ensemble=keep(self.self_ensemble), weight_range=scanned)
 
     def cells(self) -> list[tuple[str, str, float]]:
         return [(f, s, n) for f in self.filters for s in self.streaks for n in self.noise_hu]

@@ -15,7 +15,7 @@ was the best keep never worse. The standard kernel's 20 HU is the model's, chose
 
 The kind comes from the header's ConvolutionKernel where its name is known (``kind_of_kernel_name``),
 else from the noise's texture: a sharp kernel's noise barely correlates between neighbouring pixels
-(lag-1 autocorrelation of the flat-tissue residual 0.08-0.09 on Philips L and GE LUNG, 0.17-0.49 on
+(lag-1 autocorrelation of the flat-tissue residual 0.07-0.09 on Philips L and GE LUNG, 0.17-0.49 on
 20 standard-kernel series in ../shared/data). A smooth kernel does not show in that statistic
 (Siemens B10f at 1.37 mm pixels: 0.31), so the noise only tells sharp from not sharp.
 """

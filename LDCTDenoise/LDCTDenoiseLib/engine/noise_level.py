@@ -143,6 +143,8 @@ def applied_summary(run: dict) -> str:
         measured = f"its noise measures {noise:.0f} HU in flat soft tissue, " if noise is not None else ""
         text += (f". Little was changed: {measured}near the {run['keep_noise_hu']:g} HU kept; to denoise further set "
                  "keep noise lower (--keep-noise 0 takes the network's whole correction)")
+        if str(run.get("kernel", "")).startswith("sharp"):
+            text += ", or the kernel to standard (--kernel standard) if the series is not a sharp-kernel one"
     return text
 
 
