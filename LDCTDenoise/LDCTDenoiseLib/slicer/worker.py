@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         denoiser = VolumeDenoiser(adaptation.model, options)
         views = f"{options.self_ensemble} views averaged, " if options.self_ensemble > 1 else ""
         print(f"Model {model.describe()['name']} on {denoiser.device} ({str(denoiser.dtype).split('.')[-1]}), "
-              f"strength {100 * options.strength:g} %, {_keep_text(options)}, {views}"
+              f"strength {100 * options.strength:g} %, {_keep_text(options, denoiser)}, {views}"
               f"{volume.array.shape[0]} slices of {volume.array.shape[2]} x {volume.array.shape[1]}", flush=True)
         print("STAGE denoising", flush=True)
         print(f"PROGRESS 0 {volume.array.shape[0]}", flush=True)
@@ -64,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _keep_text(options) -> str:
-    if options.keep_noise_hu is None:
-        return "keep-noise following the kernel"
-    return f"keep {options.keep_noise_hu:g} HU of noise" if options.keep_noise_hu else "maximum denoising"
+def _keep_text(options, denoiser: VolumeDenoiser) -> str:
+    standard = denoiser.keep_for("standard")
+    if options.keep_noise_hu is None and standard > 0:
+        return f"keep-noise following the kernel ({standard:g} HU on a standard one)"
+    return f"keep {denoiser.keep_noise_hu:g} HU of noise"
 
 
 if __name__ == "__main__":
