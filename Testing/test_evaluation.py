@@ -98,6 +98,20 @@ def test_a_sweep_limited_to_some_models_keeps_their_settings_and_refuses_an_unkn
         sweep.only(["nothing"])
 
 
+def test_a_blurred_edge_measures_a_smaller_edge_gradient_on_the_ndcts_strongest_edges():
+    from scipy import ndimage
+
+    from evaluation.sweep import edge_gradient, strongest_edges
+
+    ndct = np.full((128, 128), -1000.0, dtype=np.float32)
+    ndct[20:108, 20:108] = 40.0
+    ndct[50:78, 50:78] = 1000.0  # bone inside soft tissue
+    edges = strongest_edges(ndct)
+    assert edges.any() and not edges[64, 64]
+    blurred = ndimage.gaussian_filter(ndct, 2.0)
+    assert edge_gradient(blurred, edges) < 0.7 * edge_gradient(ndct, edges)
+
+
 def test_the_moved_ndct_is_recovered_by_rigid_registration():
     volume = Volume(make_phantom((12, 128, 128), seed=2).array, spacing=(1.5, 1.5, 2.5), origin=(-96, -96, 0))
     moving, motion = moved(volume, rotation_deg=2.0, shift_mm=(3.0, -2.0, 0.0))
