@@ -166,6 +166,35 @@ def test_air_only_crops_are_drawn_again():
     assert min(tissue) >= 0.1
 
 
+def body_of_width(width_mm: float, pixel_mm: float = 2.0, size: int = 256) -> np.ndarray:
+    """An ellipse of water (0 HU) ``width_mm`` wide and 200 mm deep, in air."""
+    yy, xx = (np.mgrid[:size, :size] - size / 2) * pixel_mm
+    return np.where((xx / (width_mm / 2)) ** 2 + (yy / 100.0) ** 2 < 1, 0.0, -1000.0).astype(np.float32)
+
+
+def test_a_wide_body_has_rays_long_enough_to_starve_and_a_chest_has_none():
+    from training.sampling import starvation_share
+
+    assert starvation_share(body_of_width(280.0), 2.0) == 0.0
+    assert 0.0 < starvation_share(body_of_width(380.0), 2.0) < starvation_share(body_of_width(460.0), 2.0) < 0.5
+
+
+def test_a_starvation_boost_draws_the_starving_slices_more_often():
+    from training.sampling import starvation_share
+
+    volume = SlicePair(np.stack([body_of_width(280.0), body_of_width(460.0)]), pixel_mm=2.0)
+    share = starvation_share(volume.ndct[1], 2.0)
+
+    def wide_share(boost: float) -> float:
+        crops = CropSpec(64, seed=0, normalization=Normalization(), starvation_boost=boost)
+        dataset = Stage1Crops([volume], crops, noise=NoiseConfig())
+        return np.mean([dataset.locate(dataset.rng(i))[1] == 1 for i in range(2000)])
+
+    assert abs(wide_share(0.0) - 0.5) < 0.05
+    expected = (1 + 10.0 * share) / (2 + 10.0 * share)
+    assert abs(wide_share(10.0) - expected) < 0.05 and expected > 0.6
+
+
 def test_stage2_pairs_are_near_but_not_pixel_aligned():
     ndct = make_phantom((3, 128, 128), seed=0).array
     volume = SlicePair(ndct, (ndct.copy(),))

@@ -38,6 +38,7 @@ class DataConfig:
     pixel_scale: list[float] = field(default_factory=list)  # [low, high]: crops resampled to pixel x f
     simulation_workers: int = 2  # processes for projection-domain simulation
     simulation_device: str = "cpu"  # where scanner noise is simulated: cpu, or cuda (workers then spawn)
+    starvation_boost: float = 0.0  # slices drawn (1 + boost x their photon-starvation share) as often (sampling)
     noise_bank: int = 0  # scanner noise: whole-slice realisations per slice simulated ahead (noise_bank); 0: per crop
 
 

@@ -20,6 +20,11 @@ from LDCTDenoiseLib.simulation.scanner import FILTERS, ScannerRanges, SliceProje
 from .config import DataConfig, NoiseConfig, Stage2Config
 
 TISSUE_HU = -700.0  # a crop must hold some pixels above this (not air only)
+WATER_MU_PER_MM = 0.019  # linear attenuation of water at about 70 keV
+# water-equivalent path beyond which a ray's few photons show as streaks; the longest paths in ../shared/data:
+# 250-280 mm through chests, 325-360 mm through shoulders and hips, up to 460 mm with the arms down
+STARVED_PATH_MM = 320.0
+STARVATION_ANGLES = 8  # ray directions over 180 degrees
 CROP_TRIES = 20
 NOISE_KINDS = ("gaussian", "projection", "scanner")
 PROJECTIONS_KEPT = 1024  # slices whose SliceProjection a worker keeps (about 150 kB each)
@@ -47,6 +52,7 @@ class CropSpec:
     seed: int
     normalization: Normalization
     min_tissue_fraction: float = 0.1
+    starvation_boost: float = 0.0  # a slice is drawn (1 + boost x starvation_share) times as often
 
 
 class CropDataset(Dataset):
@@ -61,6 +67,13 @@ class CropDataset(Dataset):
         self.min_tissue_fraction = crops.min_tissue_fraction
         counts = np.array([v.ndct.shape[0] for v in volumes])
         self._slice_weights = counts / counts.sum()
+        self._within = None  # per volume: its slices' draw probabilities, where starvation weights them
+        if crops.starvation_boost > 0:
+            weights = [1.0 + crops.starvation_boost * np.array([starvation_share(np.asarray(slice_hu), v.pixel_mm)
+                                                               for slice_hu in v.ndct]) for v in volumes]
+            totals = np.array([w.sum() for w in weights])
+            self._slice_weights = totals / totals.sum()
+            self._within = [w / w.sum() for w in weights]
         for v in volumes:
             if min(v.ndct.shape[1:]) < self.crop:
                 raise ValueError(f"slices of {v.ndct.shape[1:]} pixels are smaller than the crop {self.crop}")
@@ -85,7 +98,8 @@ class CropDataset(Dataset):
         for _ in range(CROP_TRIES):
             v = int(rng.choice(len(self.volumes), p=self._slice_weights))
             ndct = self.volumes[v].ndct
-            k = int(rng.integers(ndct.shape[0]))
+            k = int(rng.integers(ndct.shape[0])) if self._within is None else int(rng.choice(ndct.shape[0],
+                                                                                             p=self._within[v]))
             top, left = self._anchored_origin(np.asarray(ndct[k]), rng)
             fraction = float(np.mean(ndct[k, top : top + self.crop, left : left + self.crop] > TISSUE_HU))
             if fraction > best_fraction:
@@ -212,6 +226,19 @@ class Stage1Crops(CropDataset):
         else:
             noisy = clean + gaussian_noise(rng, clean.shape, self.noise)
         return self.tensors(noisy, clean)
+
+
+def starvation_share(hu: np.ndarray, pixel_mm: float) -> float:
+    """The share of parallel rays through the slice (``STARVATION_ANGLES`` directions) whose water-equivalent
+    path exceeds ``STARVED_PATH_MM``: shoulders, pelvis and arms down, where photon starvation streaks."""
+    mu = np.clip(1.0 + np.asarray(hu, dtype=np.float32) / 1000.0, 0.0, None) * WATER_MU_PER_MM * pixel_mm
+    starved = total = 0
+    for angle in np.linspace(0.0, 180.0, STARVATION_ANGLES, endpoint=False):
+        paths = ndimage.rotate(mu, angle, reshape=True, order=1).sum(axis=0) / WATER_MU_PER_MM
+        through = paths > 0.05 * paths.max() if paths.max() > 0 else np.zeros(paths.shape, dtype=bool)
+        starved += int(np.count_nonzero(paths > STARVED_PATH_MM))
+        total += int(np.count_nonzero(through))
+    return starved / total if total else 0.0
 
 
 def resampled(image: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:

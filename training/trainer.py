@@ -340,7 +340,8 @@ class Trainer:
         volumes = training_volumes(config, self.patients["train"], self.cache)
         if self.processes.is_main:
             self.processes.barrier()
-        crops = CropSpec(config.data.crop, config.seed, self.normalization, config.data.min_tissue_fraction)
+        crops = CropSpec(config.data.crop, config.seed, self.normalization, config.data.min_tissue_fraction,
+                         config.data.starvation_boost)
         banked = self._bank_crops(volumes)
         if config.stage in UNALIGNED_STAGES:
             dataset = Stage2Pairs(volumes, crops, config.stage2, config.noise, config.data)
