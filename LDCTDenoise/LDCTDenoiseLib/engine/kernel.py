@@ -17,7 +17,7 @@ The kind comes from the header's ConvolutionKernel where its name is known (``ki
 else from the noise's texture: a sharp kernel's noise barely correlates between neighbouring pixels
 (lag-1 autocorrelation of the flat-tissue residual 0.07-0.09 on Philips L and GE LUNG, 0.17-0.49 on
 20 standard-kernel series in ../shared/data). A smooth kernel does not show in that statistic
-(Siemens B10f at 1.37 mm pixels: 0.31), so the noise only tells sharp from not sharp.
+(Siemens B10f at 1.37 mm pixels: 0.29), so the noise only tells sharp from not sharp.
 """
 
 from __future__ import annotations
@@ -29,9 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from .noise_level import FLAT_WINDOW_PX, MIN_FLAT_PIXELS, flat_soft_tissue
-from .options import KERNELS
 
-KINDS = tuple(kind for kind in KERNELS if kind != "auto")
 KEEP_FACTOR = {"smooth": 0.75, "standard": 1.0, "sharp": 5.0}
 SHARP_LAG1 = 0.13  # below this lag-1 autocorrelation the noise is a sharp kernel's
 MEASURED_SLICES = 8  # slices spread over the series that the noise texture is measured on

@@ -25,7 +25,7 @@ COMPILE_MODES = ("auto", "on", "off")
 # auto on the CPU: OpenVINO mixed where the CPU has native bf16, else ONNX Runtime fp32, else torch
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 SELF_ENSEMBLE_SIZES = (1, 2, 4, 8)
-KERNELS = ("auto", "smooth", "standard", "sharp")  # engine.kernel.KINDS, and auto
+KERNELS = ("auto", "smooth", "standard", "sharp")  # auto, and the kinds of engine.kernel.KEEP_FACTOR
 MAX_KEEP_NOISE_HU = 100.0  # a normal-dose scan's own noise is 8-25 HU; more than this is a typo
 MAX_ADAPT_MINUTES = 240.0
 
