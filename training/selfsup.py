@@ -61,6 +61,7 @@ def selfsup(model: str | None, data: str | Path, run: str | Path, steps: int = 2
     notes: list[str] = []
     series, found, slices = read_series(Path(data), source.normalization, notes)
     base = copy.deepcopy(source.generator).float().cpu()
+    torch.manual_seed(seed)  # from scratch, the initial weights follow the seed too
     network = architecture_of(base).build(base.config) if from_scratch else copy.deepcopy(base)
     data_summary = {"series_found": found, "series_used": len(series),
                     "slices": slices, "neighbour_pairs": sum(len(s.pairs) for s in series),
