@@ -204,8 +204,8 @@ def detail_transfer(slices: Callable[[int], np.ndarray], pairs: list[Pair], wher
     noise is left lowers it, so it errs towards keeping the base model), over ``where`` (the pixels the
     loss keeps: its mask selects pixels whose neighbours agree, where more is shared than in the whole
     slice; a transfer measured on the whole slice made the network deconvolve, by up to 30 HU of
-    contrast on a 5 mm chest series). Bins per 1/64 cycle per pixel
-    up to the corner, in [0, 1], never rising with frequency (finer detail decorrelates faster).
+    contrast on a 5 mm chest series). 64 bins from DC to the corner, in [0, 1], never rising with
+    frequency (finer detail decorrelates faster).
     """
     cross = np.zeros(TRANSFER_BINS)
     power = np.zeros(TRANSFER_BINS)
@@ -261,9 +261,10 @@ def neighbour_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
 
 
 def shared_bands(transfer: np.ndarray) -> np.ndarray:
-    """Where a neighbour target may teach: 1 where the transfer is at least ``SHARED_FULL``, 0 below
-    ``SHARED_NONE``, linear between. Within those bands the neighbours' mean shows at least 90 % of the
-    slice's detail, so fitting it blurs by at most that much."""
+    """Where a neighbour target may teach: 1 where the transfer is at least ``SHARED_FULL`` (the
+    neighbours' mean shows 90 % or more of the slice's detail, so fitting it blurs by 10 % at most), 0
+    below ``SHARED_NONE``, linear between. The thresholds were chosen, not calibrated; the one pair tried
+    is in ``docs/engine.md``."""
     return np.clip((transfer - SHARED_NONE) / (SHARED_FULL - SHARED_NONE), 0.0, 1.0)
 
 
@@ -373,7 +374,7 @@ class NeighbourTrainer:
                 anchors = self.base(stacked[0])
         return (*stacked, anchors, bands)
 
-    def example(self, series: Series, pair: Pair, window) -> tuple[np.ndarray, ...]:
+    def example(self, series: Series, pair: Pair, window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(input, target, mask) of one pair in ``window``: with a base model, its low band and its mask."""
         if self.base is None:
             return (series.x[pair[0]][window], *target_and_mask(series, pair, window))
@@ -407,7 +408,8 @@ class NeighbourTrainer:
 
     @torch.no_grad()
     def validation_loss(self) -> float:
-        """Masked squared error of the network's output on held-out slices against their neighbours."""
+        """Masked squared error of the network's output on held-out slices against their neighbours
+        (with a base model, in the shared bands only: elsewhere the neighbours are no fair target)."""
         self.network.eval()
         total, count = 0.0, 0.0
         for source, target, mask, band in self.validation:
